@@ -1,0 +1,112 @@
+"""The evaluation callback: sample grids every validation, sample metrics periodically and at the end.
+
+It runs in ``on_validation_epoch_end``. `gensuite.train.build_callbacks` places it before any weight-averaging
+callback, whose own ``on_validation_epoch_end`` swaps the raw weights back: so the samples and metrics here come
+from the EMA weights when the run has EMA (see PITFALLS: EMA hook order), which a test checks.
+
+- During ``fit``: picture panels each validation; metrics every ``every_n_epochs`` (0: never) with
+  ``n_samples_during_fit`` samples.
+- During ``validate`` (the final evaluation of `train`, and `eval.py`): metrics with the evaluator's full
+  ``n_samples``, and ``samples.png`` in the run folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import torch
+from torchvision.utils import make_grid, save_image
+
+from gensuite.metrics.evaluator import Evaluator
+
+
+def grid_of(panel: torch.Tensor) -> torch.Tensor:
+    """``(N, C, H, W)`` -> a square-ish grid; ``(rows, cols, C, H, W)`` -> exactly that layout."""
+    if panel.dim() == 5:
+        rows, cols = panel.shape[:2]
+        return make_grid(panel.flatten(0, 1).float().clamp(0, 1).cpu(), nrow=cols, padding=1, pad_value=0.5)
+    nrow = max(1, int(round(len(panel) ** 0.5)))
+    return make_grid(panel.float().clamp(0, 1).cpu(), nrow=nrow, padding=1, pad_value=0.5)
+
+
+class Evaluation(L.Callback):
+    """Logs samples and sample-based metrics through an `Evaluator` (which owns extractor and reference)."""
+
+    def __init__(
+        self,
+        evaluator: Evaluator,
+        every_n_epochs: int = 0,
+        n_samples_during_fit: int = 500,
+        grid_size: int = 64,
+        grid_seed: int = 0,
+        output_dir: str | None = None,
+    ):
+        self.evaluator = evaluator
+        self.every_n_epochs, self.n_samples_during_fit = every_n_epochs, n_samples_during_fit
+        self.grid_size, self.grid_seed = grid_size, grid_seed
+        self.output_dir = output_dir
+        self.last_metrics: dict[str, float] = {}
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        device = trainer.strategy.root_device
+        dm = trainer.datamodule
+        dm.setup(stage)
+        # rank 0 trains / caches the feature classifier and reference features first; the others then load them
+        if trainer.is_global_zero:
+            self.evaluator.prepare(dm, device)
+        trainer.strategy.barrier("gensuite-evaluator")
+        if not trainer.is_global_zero:
+            self.evaluator.prepare(dm, device)
+
+    def _panels(self, trainer, pl_module) -> dict:
+        batch = next(iter(trainer.datamodule.val_dataloader()))
+        batch = pl_module.transfer_batch_to_device(batch, pl_module.device, 0)
+        g = torch.Generator(device=pl_module.device).manual_seed(self.grid_seed)
+        was_training = pl_module.training
+        pl_module.eval()
+        with torch.no_grad():
+            panels = pl_module.panels(batch, generator=g, n=self.grid_size)
+        pl_module.train(was_training)
+        return panels
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking:
+            return
+        fitting = trainer.state.fn == "fit"
+        if trainer.is_global_zero:
+            self.log_panels(trainer, pl_module, save=not fitting)
+        due = (not fitting) or (self.every_n_epochs > 0 and (trainer.current_epoch + 1) % self.every_n_epochs == 0)
+        if not due or not self.evaluator.active:
+            return
+        world = trainer.world_size
+        metrics = self.evaluator.evaluate(
+            pl_module,
+            n=None if not fitting else self.n_samples_during_fit,
+            rank=trainer.global_rank,
+            world_size=world,
+            gather=(lambda t: pl_module.all_gather(t).flatten(0, 1)) if world > 1 else None,
+        )
+        self.last_metrics = metrics
+        # identical on every rank (features were gathered), so no further reduction
+        pl_module.log_dict({k: float(v) for k, v in metrics.items()}, on_epoch=True, sync_dist=False)
+
+    def log_panels(self, trainer, pl_module, save: bool) -> None:
+        panels = self._panels(trainer, pl_module)
+        experiment = getattr(trainer.logger, "experiment", None)
+        for name, panel in panels.items():
+            if isinstance(panel, str):
+                if experiment is not None and hasattr(experiment, "add_text"):
+                    experiment.add_text(f"samples/{name}", panel, trainer.global_step)
+                continue
+            grid = grid_of(panel)
+            if experiment is not None and hasattr(experiment, "add_image"):
+                experiment.add_image(f"samples/{name}", grid, trainer.global_step)
+            if save and self.output_dir:
+                out = Path(self.output_dir)
+                out.mkdir(parents=True, exist_ok=True)
+                save_image(grid, out / f"{name}.png")
+        if save and self.output_dir:
+            texts = {k: v for k, v in panels.items() if isinstance(v, str)}
+            for name, text in texts.items():
+                (Path(self.output_dir) / f"{name}.txt").write_text(text)

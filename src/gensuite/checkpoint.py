@@ -1,0 +1,109 @@
+"""Checkpoints: the composed config travels inside as plain data; loading never unpickles code.
+
+A gensuite checkpoint is a Lightning checkpoint with one more entry, ``checkpoint["gensuite"]``, holding the
+resolved config (dicts, lists, strings, numbers) and the family name. Everything is read with
+``torch.load(weights_only=True)``; a model is rebuilt with Hydra from that config, but only from ``_target_``s
+inside the modules this project trusts (`TRUSTED_TARGETS`), since instantiating a ``_target_`` runs code.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from gensuite.config import instantiate_checked
+from gensuite.errors import CheckpointError
+
+TRUSTED_TARGETS = ("gensuite.", "torch.optim.", "torch.nn.", "lightning.pytorch.callbacks.", "functools.partial")
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """Load a checkpoint file with ``weights_only=True``; a clear error if it is missing, corrupt or not ours."""
+    p = Path(os.path.expanduser(str(path)))
+    if not p.is_file():
+        raise CheckpointError(
+            f"ckpt_path={path}: no such file", fix="give the path of a .ckpt file (e.g. logs/runs/.../last.ckpt)"
+        )
+    try:
+        ckpt = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise CheckpointError(
+            f"ckpt_path={path} cannot be read as a checkpoint ({type(err).__name__}: "
+            f"{str(err).splitlines()[0][:160] if str(err) else ''})",
+            fix="the file is corrupt, truncated or not a PyTorch checkpoint; use another (last.ckpt or best)",
+        ) from err
+    if not isinstance(ckpt, dict) or "gensuite" not in ckpt or "state_dict" not in ckpt:
+        raise CheckpointError(
+            f"ckpt_path={path} is not a gensuite checkpoint (no 'gensuite' config entry)",
+            fix="use a checkpoint written by `python train.py` (logs/runs/<run>/checkpoints/*.ckpt)",
+        )
+    return ckpt
+
+
+def _check_targets(node: Any, where: str = "") -> None:
+    if isinstance(node, dict):
+        target = node.get("_target_")
+        if target is not None and not str(target).startswith(TRUSTED_TARGETS):
+            raise CheckpointError(
+                f"the checkpoint's config asks to build '{target}' at {where or '<root>'}, outside the trusted "
+                f"modules {TRUSTED_TARGETS}; refusing to run it",
+                fix="only load checkpoints from sources you trust",
+            )
+        for k, v in node.items():
+            _check_targets(v, f"{where}.{k}" if where else str(k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            _check_targets(v, f"{where}[{i}]")
+
+
+def checkpoint_config(ckpt: dict) -> DictConfig:
+    """The composed config stored in a checkpoint, after checking its ``_target_``s."""
+    plain = ckpt["gensuite"]["config"]
+    _check_targets(plain)
+    return OmegaConf.create(plain)
+
+
+def load_model(
+    path: str | os.PathLike, expect_family: str | tuple[str, ...] | None = None, map_location: str = "cpu"
+) -> tuple[torch.nn.Module, DictConfig]:
+    """Rebuild the model of a checkpoint from the config inside it and load its weights (EMA weights where the
+    run used EMA: Lightning's EMA callback stores them as the checkpoint's ``state_dict``)."""
+    ckpt = read_checkpoint(path)
+    family = ckpt["gensuite"].get("family")
+    expected = (expect_family,) if isinstance(expect_family, str) else expect_family
+    if expected and family not in expected:
+        raise CheckpointError(
+            f"ckpt_path={path} holds a '{family}' model, but a {' or '.join(expected)} checkpoint is needed here",
+            fix=f"give a checkpoint trained with model={expected[0]}",
+        )
+    cfg = checkpoint_config(ckpt)
+    model = instantiate_checked(cfg, "model")
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as err:
+        raise CheckpointError(
+            f"ckpt_path={path}: the weights do not fit the model its config describes ({str(err).splitlines()[0]})",
+            fix="the checkpoint was edited or written by an incompatible version; retrain or use another",
+        ) from err
+    return model.to(map_location).eval(), cfg
+
+
+def find_last_checkpoint(output_dir: str | os.PathLike, log_dir: str | os.PathLike, run_group: str | None) -> Path:
+    """``ckpt_path=last``: this run folder's ``last.ckpt``, else the newest one of the same model and data."""
+    own = Path(output_dir) / "checkpoints" / "last.ckpt"
+    if own.is_file():
+        return own
+    root = Path(log_dir) / "runs"
+    pattern = f"{run_group}/*/checkpoints/last.ckpt" if run_group else "**/checkpoints/last.ckpt"
+    found = sorted(root.glob(pattern), key=lambda p: p.stat().st_mtime) if root.is_dir() else []
+    found = [p for p in found if Path(output_dir).resolve() not in p.resolve().parents]
+    if not found:
+        raise CheckpointError(
+            f"ckpt_path=last: no last.ckpt under {root}/{run_group or ''} to resume from",
+            fix="train once first, or give the file: ckpt_path=logs/runs/<run>/checkpoints/last.ckpt",
+        )
+    return found[-1]

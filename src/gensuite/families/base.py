@@ -1,0 +1,111 @@
+"""The protocol every family implements, and what they share: optimisers, logging, the validation loop.
+
+A family is a LightningModule built from parts (plain ``nn.Module``s) that Hydra instantiates and passes in.
+The evaluation (`gensuite.metrics`) talks to a family only through this protocol:
+
+- ``sample(n, generator=None)`` -> images in [0, 1], ``(n, C, H, W)`` float (image data), or tokens ``(n, T)``;
+- ``nll(batch)`` -> nats per example, ``(B,)`` (exact, or an upper bound), where the family has a likelihood;
+- ``reconstruct(x)`` -> images in [0, 1] where the family has an encoder (PSNR / SSIM);
+- ``panels(batch, generator)`` -> named pictures (``(N, C, H, W)``, or ``(rows, cols, C, H, W)`` for a fixed
+  layout) or texts for TensorBoard.
+
+The family's own losses come from ``losses(batch)`` -> dict with a ``loss`` entry; they are logged as
+``train/<name>`` and ``val/<name>``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import torch
+from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+
+from gensuite.errors import GensuiteError
+
+Panel = torch.Tensor | str
+
+
+class NonFiniteLossError(GensuiteError):
+    """A loss became NaN or infinite: training stops, the last good checkpoint stays on disk."""
+
+
+class GenerativeModule(L.LightningModule):
+    """Base class of the families. Subclasses implement `losses`, `sample` and optionally `nll`/`reconstruct`."""
+
+    family = "base"
+
+    def __init__(self, optimizer: Callable[..., torch.optim.Optimizer] | None = None, scheduler: Any = None):
+        super().__init__()
+        # Hydra partials (`_partial_: true`): kept as attributes, never in hparams (they do not unpickle with
+        # weights_only=True). The composed config travels in the checkpoint as plain data instead.
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+
+    # -- protocol --------------------------------------------------------------------------------------------
+    def losses(self, batch) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    nll: Callable | None = None  # (batch) -> nats per example; None: the family has no likelihood
+
+    def has_likelihood(self) -> bool:
+        """Whether `nll` is a likelihood (or bound) of the data as stored: 8-bit pixels, or tokens."""
+        return self.nll is not None
+    reconstruct: Callable | None = None  # (x) -> images in [0, 1]; None: the family has no encoder
+
+    def data_dims(self, batch) -> int:
+        """How many dimensions one example has (for bits/dim): C*H*W for images."""
+        return batch[0][0].numel()
+
+    def panels(self, batch, generator: torch.Generator | None = None, n: int = 64) -> dict[str, Panel]:
+        return {"samples": self.sample(n, generator=generator)}
+
+    # -- optimisation ----------------------------------------------------------------------------------------
+    def build_optimizer(self, params, factory=None) -> torch.optim.Optimizer:
+        factory = factory or self.optimizer_factory
+        if factory is None:
+            return torch.optim.Adam(params, lr=1e-3)
+        return factory(params)
+
+    def configure_optimizers(self):
+        opt = self.build_optimizer(self.parameters())
+        if self.scheduler_factory is None:
+            return opt
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": self.scheduler_factory(opt), "interval": "step"}}
+
+    def check_finite(self, loss: torch.Tensor, name: str = "loss") -> None:
+        if not torch.isfinite(loss).all():
+            raise NonFiniteLossError(
+                f"train/{name} became {loss.item()} at step {self.global_step} (epoch {self.current_epoch}); "
+                "training stopped before this update, and the checkpoints already written are kept",
+                fix="lower the learning rate (model.optimizer.lr=...), enable gradient clipping "
+                "(trainer.gradient_clip_val=1.0), or resume from the last checkpoint (ckpt_path=last)",
+            )
+
+    # -- loops -----------------------------------------------------------------------------------------------
+    def training_step(self, batch, batch_idx):
+        losses = self.losses(batch)
+        self.check_finite(losses["loss"])
+        self.log("train/loss", losses["loss"].detach(), prog_bar=True)
+        self.log_dict({f"train/{k}": v.detach() for k, v in losses.items() if k != "loss"})
+        return losses["loss"]
+
+    def validation_step(self, batch, batch_idx):
+        x = batch[0]
+        bsz = x.shape[0]
+        values = {f"val/{k}": v.detach() for k, v in self.losses(batch).items()}
+        if self.has_likelihood():
+            nats = self.nll(batch)  # (B,)
+            values["val/nll_nats"] = nats.mean()
+            values["val/nll_bpd"] = nats.mean() / (self.data_dims(batch) * math.log(2))
+        if self.reconstruct is not None and x.dim() == 4:
+            rec = self.reconstruct(x).clamp(0, 1)
+            values["val/psnr"] = peak_signal_noise_ratio(rec, x, data_range=1.0, reduction="elementwise_mean",
+                                                         dim=(1, 2, 3))
+            values["val/ssim"] = structural_similarity_index_measure(rec, x, data_range=1.0)
+        self.log_dict(values, on_epoch=True, sync_dist=True, batch_size=bsz)

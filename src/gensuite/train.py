@@ -1,0 +1,217 @@
+"""Training entry logic: ``train(cfg)`` builds data, model, callbacks, logger and trainer from the composed config,
+fits, runs the final evaluation and writes ``metrics.json``. ``main`` is the Hydra wrapper behind ``train.py``."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Timer, WeightAveraging
+from omegaconf import DictConfig
+
+from gensuite.callbacks.evaluation import Evaluation
+from gensuite.callbacks.run_state import RunState
+from gensuite.checkpoint import find_last_checkpoint, read_checkpoint
+from gensuite.config import flatten, instantiate_checked, report_user_errors, to_plain
+from gensuite.errors import CheckpointError, ConfigError
+
+CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+
+
+def prepare_output_dir(cfg: DictConfig) -> Path:
+    out = Path(cfg.paths.output_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as err:
+        raise ConfigError(
+            f"cannot write into the run folder {out} ({type(err).__name__}: {err.strerror or err})",
+            fix="choose a writable folder: paths.log_dir=<dir> (or hydra.run.dir=<dir>)",
+        ) from err
+    return out
+
+
+def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
+    """Every callback named under ``callbacks:`` (null entries are off) plus `RunState`.
+
+    Weight-averaging callbacks go last (before ModelCheckpoint, which Lightning moves to the end itself), so that
+    `Evaluation` samples while the averaged weights are in place.
+    """
+    callbacks: list[L.Callback] = []
+    for name, node in (cfg.get("callbacks") or {}).items():
+        if node is not None and "_target_" in node:
+            callbacks.append(instantiate_checked(cfg, f"callbacks.{name}"))
+    callbacks.append(RunState(to_plain(cfg)))
+    callbacks.sort(key=lambda cb: isinstance(cb, WeightAveraging))
+    return callbacks
+
+
+def resolve_ckpt_path(cfg: DictConfig, model: L.LightningModule) -> str | None:
+    """``ckpt_path``: null (fresh run), ``last`` (resume the newest run of this model and data) or a file.
+
+    The file is checked here — readable without unpickling, ours, same family, weights of the same shapes — so
+    a wrong checkpoint fails before training starts, not deep inside ``load_state_dict``.
+    """
+    value = cfg.get("ckpt_path")
+    if not value:
+        return None
+    if str(value) == "last":
+        path = find_last_checkpoint(cfg.paths.output_dir, cfg.paths.log_dir, cfg.get("run_name"))
+    else:
+        path = Path(str(value))
+    ckpt = read_checkpoint(path)
+    family = ckpt["gensuite"].get("family")
+    if family != model.family:
+        raise CheckpointError(
+            f"ckpt_path={path} is a '{family}' checkpoint but this run trains model={model.family}",
+            fix=f"resume with model={family}, or give a {model.family} checkpoint",
+        )
+    own = model.state_dict()
+    theirs = ckpt.get("current_model_state", ckpt["state_dict"])
+    bad = [k for k in own if k not in theirs or theirs[k].shape != own[k].shape]
+    if bad or set(theirs) - set(own):
+        k = bad[0] if bad else sorted(set(theirs) - set(own))[0]
+        detail = f"{k}: checkpoint {tuple(theirs[k].shape) if k in theirs else 'missing'} vs model " + (
+            f"{tuple(own[k].shape)}" if k in own else "missing"
+        )
+        raise CheckpointError(
+            f"ckpt_path={path} does not fit this model's shapes ({len(bad)} tensors differ; e.g. {detail})",
+            fix="resume with the same model settings the checkpoint was trained with (its config is in the "
+            "run folder's .hydra/config.yaml)",
+        )
+    return str(path)
+
+
+def collect_metrics(trainer: L.Trainer, model: L.LightningModule) -> dict[str, Any]:
+    """The flat metric dict of a finished run (what goes into metrics.json and the hparams tab)."""
+    metrics: dict[str, Any] = {}
+    for k, v in trainer.callback_metrics.items():
+        if k.startswith(("val/", "features/", "time/")):
+            value = float(v)
+            if math.isfinite(value):
+                metrics[k] = value
+    for cb in trainer.callbacks:
+        if isinstance(cb, Timer):
+            metrics["time/train_s"] = float(cb.time_elapsed("train"))
+        if isinstance(cb, Evaluation):
+            metrics.update(cb.evaluator.last_info)
+            if cb.evaluator.notes:
+                metrics["eval/notes"] = " | ".join(cb.evaluator.notes)
+    metrics["model/parameters"] = sum(p.numel() for p in model.parameters())
+    metrics["train/global_step"] = trainer.global_step
+    metrics["train/epochs"] = trainer.current_epoch
+    return metrics
+
+
+def log_hparams(trainer: L.Trainer, cfg: DictConfig, metrics: dict[str, Any]) -> None:
+    """Write the hparams-tab summary: the flat config against the final numeric metrics (already logged)."""
+    writer = getattr(trainer.logger, "experiment", None)
+    if writer is None or not hasattr(writer, "_get_file_writer"):
+        return
+    from torch.utils.tensorboard.summary import hparams
+
+    params = flatten(to_plain(cfg))
+    params = {k: v for k, v in params.items() if not k.startswith(("hydra.", "paths."))}
+    numeric = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    exp, ssi, sei = hparams(params, numeric)
+    for summary in (exp, ssi, sei):
+        writer._get_file_writer().add_summary(summary)
+    writer.flush()
+
+
+def write_metrics(path: Path, metrics: dict[str, Any]) -> None:
+    path.write_text(json.dumps(metrics, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def describe_run(cfg: DictConfig, model: L.LightningModule, datamodule) -> dict[str, Any]:
+    parts = {
+        k: str(v.get("_target_", "")).rsplit(".", 1)[-1]
+        for k, v in (cfg.model.items() if cfg.get("model") else [])
+        if isinstance(v, DictConfig) and "_target_" in v and not v.get("_partial_", False)
+    }
+    return {
+        "run/family": model.family,
+        "run/data": datamodule.name,
+        "run/parts": ", ".join(f"{k}={v}" for k, v in sorted(parts.items())),
+        "run/seed": cfg.get("seed"),
+    }
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Train one model as configured and evaluate it. Returns metrics and the objects (for tests and sweeps)."""
+    out_dir = prepare_output_dir(cfg)
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
+    if cfg.get("matmul_precision"):
+        torch.set_float32_matmul_precision(cfg.matmul_precision)
+    datamodule = instantiate_checked(cfg, "data")
+    model = instantiate_checked(cfg, "model")
+    ckpt_path = resolve_ckpt_path(cfg, model)
+    callbacks = build_callbacks(cfg)
+    logger = instantiate_checked(cfg, "logger") if cfg.get("logger") else False
+    trainer: L.Trainer = instantiate_checked(cfg, "trainer", callbacks=callbacks, logger=logger)
+    if trainer.is_global_zero:
+        print(f"[gensuite] {model.family} on {datamodule.describe()}")
+        print(f"[gensuite] run folder: {out_dir}" + (f" (resuming {ckpt_path})" if ckpt_path else ""))
+
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    if trainer.interrupted:
+        return {"metrics": {}, "trainer": trainer, "model": model, "datamodule": datamodule, "output_dir": out_dir}
+
+    # final evaluation with the weights in place at the end (the EMA weights when the run averages them)
+    trainer.validate(model, datamodule=datamodule, verbose=False)
+    metrics = collect_metrics(trainer, model)
+    metrics.update(describe_run(cfg, model, datamodule))
+    if trainer.is_global_zero:
+        write_metrics(out_dir / "metrics.json", metrics)
+        log_hparams(trainer, cfg, metrics)
+        print_summary(metrics, out_dir)
+    return {"metrics": metrics, "trainer": trainer, "model": model, "datamodule": datamodule, "output_dir": out_dir}
+
+
+def print_summary(metrics: dict[str, Any], out_dir: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="final evaluation", show_header=True)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for k in sorted(metrics):
+        v = metrics[k]
+        if k.startswith(("val/", "time/", "features/")):
+            table.add_row(k, f"{v:.4g}" if isinstance(v, float) else str(v))
+    console = Console(width=100)
+    console.print(table)
+    ckpts = out_dir / "checkpoints"
+    console.print(
+        f"run folder   {out_dir}\n"
+        f"checkpoints  {ckpts}/last.ckpt (and the best by the monitored metric)\n"
+        f"samples      {out_dir / 'samples.png'}\n"
+        f"metrics      {out_dir / 'metrics.json'}\n"
+        f"tensorboard  tensorboard --logdir {out_dir.parent}\n"
+        f"sample more  python sample.py ckpt_path={ckpts / 'last.ckpt'} n=64",
+        highlight=False,
+    )
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    with report_user_errors():
+        result = train(cfg)
+    # a sweeper (Optuna) optimises the value returned here
+    target = cfg.get("optimized_metric")
+    value = result["metrics"].get(target) if target else None
+    return float(value) if value is not None else None
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("HYDRA_FULL_ERROR", "0")
+    main()

@@ -1,0 +1,147 @@
+"""The shared evaluation: FID against an independent formula, real-vs-real and real-vs-noise, batch-size
+invariance, diversity measures, the cached classifier and reference features."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+from torch import nn
+
+from gensuite.data.images import MNIST5k
+from gensuite.metrics.diversity import class_coverage, precision_recall_density_coverage
+from gensuite.metrics.evaluator import Evaluator, fid_from_features
+
+
+class Replay(nn.Module):
+    """A 'model' whose samples are given images, in order (or uniform noise): the evaluation's test double."""
+
+    def __init__(self, images: torch.Tensor | None = None, shape=(1, 28, 28)):
+        super().__init__()
+        self.images, self.shape, self.pos = images, shape, 0
+        self.dummy = nn.Parameter(torch.zeros(()))
+
+    def sample(self, n, generator=None):
+        if self.images is None:
+            return torch.rand(n, *self.shape, generator=generator)
+        out = self.images[self.pos : self.pos + n]
+        self.pos += n
+        return out
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    dm = MNIST5k(seed=0)
+    dm.setup()
+    return dm
+
+
+@pytest.fixture(scope="module")
+def evaluator(mnist, tmp_path_factory, cache_dir):
+    ev = Evaluator(n_samples=600, batch_size=200, kid_subset_size=200, reference_size=1000, cache_dir=str(cache_dir))
+    ev.prepare(mnist)
+    return ev
+
+
+def frechet_numpy(a: np.ndarray, b: np.ndarray) -> float:
+    """The Fréchet distance of two Gaussians fitted to ``a`` and ``b`` (Heusel et al. 2017), with scipy."""
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    covmean = scipy.linalg.sqrtm(cov_a @ cov_b).real
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * covmean))
+
+
+def test_classifier_extractor_is_accurate_and_cached(mnist, evaluator, cache_dir):
+    assert evaluator.extractor.val_acc >= 0.97
+    files = list((cache_dir / "classifier").glob("mnist5k-*.pt"))
+    assert len(files) == 1
+    again = Evaluator(cache_dir=str(cache_dir), reference_size=1000)
+    again.prepare(mnist)  # loads, does not retrain
+    assert again.extractor.val_acc == evaluator.extractor.val_acc
+    assert len(list((cache_dir / "reference").glob("*.pt"))) >= 1
+
+
+def test_fid_matches_an_independent_scipy_computation(evaluator):
+    real = evaluator.reference["a"]["features"][:500].double()
+    fake = evaluator.reference["b"]["features"][:500].double() * 1.3 + 0.5
+    ours = fid_from_features(real, fake)
+    theirs = frechet_numpy(real.numpy(), fake.numpy())
+    assert ours == pytest.approx(theirs, rel=1e-3)
+    assert fid_from_features(real, real) == pytest.approx(0.0, abs=1e-3 * max(1.0, theirs))
+
+
+def test_real_images_score_near_the_floor_and_noise_scores_far(mnist, evaluator):
+    half = len(mnist.train) // 2
+    real_b, _ = mnist.real_images("train", 600, offset=half)
+    real = evaluator.evaluate(Replay(real_b))
+    noise = evaluator.evaluate(Replay(None))
+    floor = real["val/fid_classifier_floor"]
+    assert real["val/fid_classifier"] == pytest.approx(floor, rel=1e-6)  # the same images as the floor's
+    assert noise["val/fid_classifier"] > 100 * max(floor, 1e-3)
+    assert noise["val/kid_classifier"] > 10 * max(real["val/kid_classifier"], 1e-4)
+    assert real["val/coverage_classes"] == 10 and noise["val/coverage_classes"] <= 3
+    assert real["val/precision_classifier"] > 0.6 and real["val/recall_classifier"] > 0.6
+    assert noise["val/precision_classifier"] < 0.05
+    assert real["time/sample_images_per_s"] > 0
+
+
+def test_fid_does_not_depend_on_the_evaluation_batch_size(mnist, evaluator):
+    torch.manual_seed(0)
+    from gensuite.families.vae import VAE
+    from gensuite.nets.decoders import ConvDecoder
+    from gensuite.nets.encoders import ConvEncoder
+    from gensuite.nets.likelihoods import Bernoulli
+
+    model = VAE(ConvEncoder(1, 28, 32, width=8), ConvDecoder(16, 1, 28, width=8), Bernoulli(), latent_dim=16)
+    values = []
+    for bs in (100, 200, 600):
+        evaluator.batch_size = bs
+        values.append(evaluator.evaluate(model)["val/fid_classifier"])
+    evaluator.batch_size = 200
+    assert max(values) == pytest.approx(min(values), rel=0.01)
+
+
+def test_precision_recall_density_coverage_extremes():
+    g = torch.Generator().manual_seed(0)
+    real = torch.randn(300, 8, generator=g)
+    same = precision_recall_density_coverage(real, real.clone())
+    assert same["precision"] == same["recall"] == same["coverage"] == 1.0
+    far = precision_recall_density_coverage(real, real + 100)
+    assert far["precision"] == far["recall"] == far["coverage"] == far["density"] == 0.0
+    # a collapsed generator: precise, but recalls little of the real spread
+    collapsed = precision_recall_density_coverage(real, real[:5].repeat(60, 1) + 0.01)
+    assert collapsed["precision"] == 1.0 and collapsed["recall"] < 0.3
+
+
+def test_class_coverage_counts_fairly_hit_classes():
+    real = torch.arange(10).repeat(20)
+    assert class_coverage(real, real, 10)["coverage_classes"] == 10
+    assert class_coverage(torch.zeros(200, dtype=torch.long), real, 10)["coverage_classes"] == 1
+    half = torch.cat([torch.arange(5).repeat(40)])
+    out = class_coverage(half, real, 10)
+    assert out["coverage_classes"] == 5 and out["class_tv"] == pytest.approx(0.5)
+
+
+def test_unlabelled_data_says_fid_needs_an_extractor(tmp_path, cache_dir):
+    from PIL import Image
+
+    from gensuite.data.images import ImageFolder
+
+    (tmp_path / "imgs").mkdir()
+    for i in range(10):
+        Image.fromarray(np.full((8, 8), i * 20, dtype=np.uint8)).save(tmp_path / "imgs" / f"{i}.png")
+    ev = Evaluator(cache_dir=str(cache_dir))
+    ev.prepare(ImageFolder(path=str(tmp_path / "imgs"), channels=1, image_size=8))
+    assert not ev.active and ev.evaluate(Replay(None, (1, 8, 8))) == {}
+    assert "FID needs a feature extractor" in ev.notes[0]
+
+
+def test_inception_offline_without_weights_is_a_clear_error(tmp_path, monkeypatch):
+    from gensuite.errors import DataError
+    from gensuite.metrics.features import InceptionFeatures
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    with pytest.raises(DataError) as info:
+        InceptionFeatures(weights_path=str(tmp_path / "missing.pth"))
+    assert "metrics.inception_weights" in info.value.render()
