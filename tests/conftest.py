@@ -26,6 +26,7 @@ TINY = [
     "trainer.limit_train_batches=3",
     "trainer.limit_val_batches=1",
     "trainer.num_sanity_val_steps=0",
+    "trainer.log_every_n_steps=1",
     "trainer.enable_progress_bar=false",
     "+trainer.enable_model_summary=false",
     "trainer.accelerator=cpu",
@@ -63,9 +64,7 @@ def make_cfg(cache_dir, tmp_path):
 
     def make(overrides: list[str] = (), tiny: bool = True, output_dir: Path | None = None) -> DictConfig:
         out = output_dir or tmp_path / "run"
-        return compose_cfg(
-            (TINY if tiny else []) + [f"paths.cache_dir={cache_dir}"] + list(overrides), out
-        )
+        return compose_cfg((TINY if tiny else []) + [f"paths.cache_dir={cache_dir}"] + list(overrides), out)
 
     return make
 

@@ -20,7 +20,7 @@ def test_mnist5k_split_is_stratified_deterministic_and_in_range():
     assert torch.bincount(a.val.labels, minlength=10).tolist() == [50] * 10
     x, y = next(iter(a.train_dataloader()))
     assert x.shape == (128, 1, 28, 28) and x.dtype == torch.float32 and y.dtype == torch.long
-    assert 0.0 <= x.min() and x.max() <= 1.0 and x.max() > 0.9
+    assert x.min() >= 0.0 and x.max() <= 1.0 and x.max() > 0.9
     other = MNIST5k(seed=4)
     other.setup()
     assert not torch.equal(a.val.images, other.val.images)

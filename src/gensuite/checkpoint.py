@@ -4,6 +4,7 @@ A gensuite checkpoint is a Lightning checkpoint with one more entry, ``checkpoin
 resolved config (dicts, lists, strings, numbers) and the family name. Everything is read with
 ``torch.load(weights_only=True)``; a model is rebuilt with Hydra from that config, but only from ``_target_``s
 inside the modules this project trusts (`TRUSTED_TARGETS`), since instantiating a ``_target_`` runs code.
+Only ``model``, ``data`` and ``metrics`` are ever built from a checkpoint's config.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from omegaconf import DictConfig, OmegaConf
 from gensuite.config import instantiate_checked
 from gensuite.errors import CheckpointError
 
-TRUSTED_TARGETS = ("gensuite.", "torch.optim.", "torch.nn.", "lightning.pytorch.callbacks.", "functools.partial")
+TRUSTED_TARGETS = ("gensuite.", "torch.optim.", "torch.nn.")
+BUILT_SECTIONS = ("model", "data", "metrics")
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict:
@@ -26,7 +28,8 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     p = Path(os.path.expanduser(str(path)))
     if not p.is_file():
         raise CheckpointError(
-            f"ckpt_path={path}: no such file", fix="give the path of a .ckpt file (e.g. logs/runs/.../last.ckpt)"
+            f"ckpt_path={path}: no such file",
+            fix="give the path of a .ckpt file (e.g. logs/runs/.../last.ckpt)",
         )
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
@@ -61,9 +64,11 @@ def _check_targets(node: Any, where: str = "") -> None:
 
 
 def checkpoint_config(ckpt: dict) -> DictConfig:
-    """The composed config stored in a checkpoint, after checking its ``_target_``s."""
+    """The composed config stored in a checkpoint, after checking the ``_target_``s of the sections that
+    sample.py / eval.py build from it (`BUILT_SECTIONS`); the others are only read."""
     plain = ckpt["gensuite"]["config"]
-    _check_targets(plain)
+    for section in BUILT_SECTIONS:
+        _check_targets(plain.get(section), section)
     return OmegaConf.create(plain)
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from gensuite.errors import ConfigError, GensuiteError
 
@@ -84,7 +84,11 @@ def report_user_errors() -> Iterator[None]:
 
 
 def to_plain(cfg: DictConfig) -> dict:
-    """The resolved config as plain Python data (what travels in a checkpoint)."""
+    """The resolved config as plain Python data (what travels in a checkpoint), without Hydra's own node."""
+    if "hydra" in cfg:
+        cfg = cfg.copy()
+        with open_dict(cfg):
+            del cfg["hydra"]
     return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
 
 

@@ -164,7 +164,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     if trainer.interrupted:
-        return {"metrics": {}, "trainer": trainer, "model": model, "datamodule": datamodule, "output_dir": out_dir}
+        return {
+            "metrics": {},
+            "trainer": trainer,
+            "model": model,
+            "datamodule": datamodule,
+            "output_dir": out_dir,
+        }
 
     # final evaluation with the weights in place at the end (the EMA weights when the run averages them)
     trainer.validate(model, datamodule=datamodule, verbose=False)
@@ -174,7 +180,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         write_metrics(out_dir / "metrics.json", metrics)
         log_hparams(trainer, cfg, metrics)
         print_summary(metrics, out_dir)
-    return {"metrics": metrics, "trainer": trainer, "model": model, "datamodule": datamodule, "output_dir": out_dir}
+    return {
+        "metrics": metrics,
+        "trainer": trainer,
+        "model": model,
+        "datamodule": datamodule,
+        "output_dir": out_dir,
+    }
 
 
 def print_summary(metrics: dict[str, Any], out_dir: Path) -> None:

@@ -43,7 +43,11 @@ class RunState(L.Callback):
         self._pending_rng: dict | None = None
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
-        checkpoint["gensuite"] = {"config": self.config, "family": getattr(pl_module, "family", None), "format": 1}
+        checkpoint["gensuite"] = {
+            "config": self.config,
+            "family": getattr(pl_module, "family", None),
+            "format": 1,
+        }
         checkpoint["gensuite_rng"] = _rng_state()
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:

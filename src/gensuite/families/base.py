@@ -56,6 +56,7 @@ class GenerativeModule(L.LightningModule):
     def has_likelihood(self) -> bool:
         """Whether `nll` is a likelihood (or bound) of the data as stored: 8-bit pixels, or tokens."""
         return self.nll is not None
+
     reconstruct: Callable | None = None  # (x) -> images in [0, 1]; None: the family has no encoder
 
     def data_dims(self, batch) -> int:
@@ -76,7 +77,10 @@ class GenerativeModule(L.LightningModule):
         opt = self.build_optimizer(self.parameters())
         if self.scheduler_factory is None:
             return opt
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": self.scheduler_factory(opt), "interval": "step"}}
+        return {
+            "optimizer": opt,
+            "lr_scheduler": {"scheduler": self.scheduler_factory(opt), "interval": "step"},
+        }
 
     def check_finite(self, loss: torch.Tensor, name: str = "loss") -> None:
         if not torch.isfinite(loss).all():
@@ -105,7 +109,8 @@ class GenerativeModule(L.LightningModule):
             values["val/nll_bpd"] = nats.mean() / (self.data_dims(batch) * math.log(2))
         if self.reconstruct is not None and x.dim() == 4:
             rec = self.reconstruct(x).clamp(0, 1)
-            values["val/psnr"] = peak_signal_noise_ratio(rec, x, data_range=1.0, reduction="elementwise_mean",
-                                                         dim=(1, 2, 3))
+            values["val/psnr"] = peak_signal_noise_ratio(
+                rec, x, data_range=1.0, reduction="elementwise_mean", dim=(1, 2, 3)
+            )
             values["val/ssim"] = structural_similarity_index_measure(rec, x, data_range=1.0)
         self.log_dict(values, on_epoch=True, sync_dist=True, batch_size=bsz)

@@ -116,7 +116,11 @@ class Evaluator:
                 keys=("features",),
                 fix="metrics.features=classifier (offline) or metrics.features=inception",
             )
-        for name, v in {"n_samples": n_samples, "batch_size": batch_size, "kid_subset_size": kid_subset_size}.items():
+        for name, v in {
+            "n_samples": n_samples,
+            "batch_size": batch_size,
+            "kid_subset_size": kid_subset_size,
+        }.items():
             if v < 2:
                 raise ConfigError(f"{name} must be >= 2, got {v}", keys=(name,))
         self.features_name = features
@@ -255,7 +259,12 @@ class Evaluator:
         }
         prdc = precision_recall_density_coverage(real_a[:n], fake, k=self.pr_k)
         out.update({f"val/{k}_{ext}": v for k, v in prdc.items()})
-        info = {"eval/n_samples": n, "eval/n_floor": len(real_b), "eval/n_reference": len(real_a), "eval/features": ext}
+        info = {
+            "eval/n_samples": n,
+            "eval/n_floor": len(real_b),
+            "eval/n_reference": len(real_a),
+            "eval/features": ext,
+        }
         if logits is not None:
             out[f"val/is_{ext}"] = inception_score_from_logits(logits, self.seed)
             num_classes = getattr(self.extractor, "num_classes", 0)

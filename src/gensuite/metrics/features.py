@@ -71,7 +71,8 @@ def _random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) -
 @torch.no_grad()
 def accuracy(net: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> float:
     net.eval()
-    correct = sum(int((net(xb)[1].argmax(1) == yb).sum()) for xb, yb in zip(x.split(batch_size), y.split(batch_size)))
+    batches = zip(x.split(batch_size), y.split(batch_size), strict=True)
+    correct = sum(int((net(xb)[1].argmax(1) == yb).sum()) for xb, yb in batches)
     return correct / max(1, len(y))
 
 
@@ -110,7 +111,9 @@ def train_classifier(
             sched.step()
         if verbose and (epoch == epochs - 1 or epoch % 4 == 3):
             acc = accuracy(net, val_x, val_y)
-            print(f"[gensuite] feature classifier epoch {epoch + 1}/{epochs}: val acc {acc:.4f} ({time.time() - t0:.0f}s)")
+            print(
+                f"[gensuite] feature classifier epoch {epoch + 1}/{epochs}: val acc {acc:.4f} ({time.time() - t0:.0f}s)"
+            )
     net.eval()
     return net, accuracy(net, val_x, val_y)
 
@@ -185,8 +188,9 @@ class InceptionFeatures(nn.Module):
         from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
         path = resolve_inception_weights(weights_path)
-        self.net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"],
-                                               feature_extractor_weights_path=path)
+        self.net = FeatureExtractorInceptionV3(
+            "inception-v3-compat", ["2048", "logits_unbiased"], feature_extractor_weights_path=path
+        )
         self.fingerprint = "inception-" + hashlib.sha256(str(Path(path).stat().st_size).encode()).hexdigest()[:8]
 
     @torch.no_grad()
@@ -205,7 +209,8 @@ def resolve_inception_weights(weights_path: str | None) -> str:
         if not p.is_file():
             raise DataError(
                 f"metrics.inception_weights={weights_path} is not a file",
-                fix=f"point it at {INCEPTION_FILE} (torch-fidelity's Inception weights) or use metrics.features=classifier",
+                fix=f"point it at {INCEPTION_FILE} (torch-fidelity's Inception weights) "
+                "or use metrics.features=classifier",
             )
         try:  # refuse pickled code before torch-fidelity loads the file with weights_only=False
             torch.load(p, map_location="cpu", weights_only=True)

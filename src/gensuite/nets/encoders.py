@@ -77,7 +77,11 @@ class ConvEncoder(nn.Module):
         layers: list[nn.Module] = [nn.Conv2d(in_channels, widths[0], 3, padding=1), make_act(act)]
         for i in range(levels):
             # (B, w_i, s, s) -> (B, w_{i+1}, s/2, s/2)
-            layers += [nn.Conv2d(widths[i], widths[i + 1], 4, 2, 1), make_norm(norm, widths[i + 1]), make_act(act)]
+            layers += [
+                nn.Conv2d(widths[i], widths[i + 1], 4, 2, 1),
+                make_norm(norm, widths[i + 1]),
+                make_act(act),
+            ]
         final = image_size // 2**levels
         layers += [nn.Flatten(), nn.Linear(widths[-1] * final * final, out_dim)]
         self.net = nn.Sequential(*layers)

@@ -1,0 +1,137 @@
+"""End to end through `train(cfg)` and the real entry points: files written, TensorBoard contents, checkpoints
+that rebuild their model alone, resume, train -> eval agreement, the VAE learning on mnist5k."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from gensuite.config import instantiate_checked
+from gensuite.train import train
+
+from .conftest import compose_cfg, run_entry
+
+SMALL_VAE = ["model.encoder.width=8", "model.decoder.width=8"]
+
+
+@pytest.fixture(scope="module")
+def vae_run(tmp_path_factory, cache_dir):
+    """One tiny VAE run shared by the tests that inspect its outputs."""
+    from .conftest import TINY
+
+    out = tmp_path_factory.mktemp("vae_run") / "run"
+    cfg = compose_cfg(TINY + SMALL_VAE + [f"paths.cache_dir={cache_dir}"], out)
+    result = train(cfg)
+    return result, out
+
+
+def test_run_writes_metrics_checkpoints_samples(vae_run):
+    result, out = vae_run
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in [
+        "val/fid_classifier",
+        "val/fid_classifier_floor",
+        "val/kid_classifier",
+        "val/kid_classifier_floor",
+        "val/precision_classifier",
+        "val/recall_classifier",
+        "val/coverage_classes",
+        "val/is_classifier",
+        "val/nelbo_nats",
+        "val/nelbo_bpd",
+        "val/psnr",
+        "val/ssim",
+        "features/val_acc",
+        "time/train_s",
+        "time/sample_images_per_s",
+    ]:
+        assert key in metrics, key
+    assert "val/nll_bpd" not in metrics  # Bernoulli VAE: no 8-bit likelihood, so the key is absent (not 0)
+    assert metrics["features/val_acc"] >= 0.97
+    assert 0 <= metrics["val/coverage_classes"] <= 10
+    assert metrics["run/family"] == "vae" and metrics["eval/n_samples"] == 200
+    assert (out / "checkpoints" / "last.ckpt").is_file()
+    for name in ("samples", "reconstructions", "interpolation"):
+        assert Image.open(out / f"{name}.png").size[0] > 28
+
+
+def test_checkpoint_is_plain_data_with_the_config(vae_run):
+    _, out = vae_run
+    ckpt = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["gensuite"]["family"] == "vae"
+    assert ckpt["gensuite"]["config"]["model"]["_target_"] == "gensuite.families.vae.VAE"
+    assert "optimizer_factory" not in ckpt.get("hyper_parameters", {})
+
+
+def test_tensorboard_holds_scalars_images_and_hparams(vae_run):
+    _, out = vae_run
+    acc = EventAccumulator(str(out / "tensorboard"), size_guidance={"images": 0, "scalars": 0, "tensors": 0})
+    acc.Reload()
+    tags = acc.Tags()
+    assert {"train/loss", "val/fid_classifier", "val/nelbo_nats"} <= set(tags["scalars"])
+    assert {"samples/samples", "samples/reconstructions", "samples/interpolation"} <= set(tags["images"])
+    plugins = acc.PluginTagToContent("hparams")
+    assert "_hparams_/session_start_info" in plugins
+
+
+def test_sample_entry_point_needs_only_the_checkpoint(vae_run, tmp_path):
+    _, out = vae_run
+    png = tmp_path / "grid.png"
+    proc = run_entry("sample.py", f"ckpt_path={out / 'checkpoints' / 'last.ckpt'}", "n=16", f"out={png}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    w, h = Image.open(png).size
+    assert w == h == 4 * 29 + 1  # 4x4 grid of 28px images with 1px padding
+
+
+def test_eval_reproduces_the_final_metrics(vae_run, cache_dir):
+    from gensuite.eval import evaluate
+
+    _, out = vae_run
+    cfg = compose_cfg(
+        [
+            f"ckpt_path={out / 'checkpoints' / 'last.ckpt'}",
+            "use_run_metrics=false",  # in-process there are no command-line overrides to merge: give them all
+            "metrics.n_samples=200",
+            "metrics.batch_size=100",
+            "metrics.kid_subset_size=50",
+            "metrics.reference_size=400",
+            f"metrics.cache_dir={cache_dir}",
+            f"out={out / 'eval.json'}",
+        ],
+        config_name="eval",
+    )
+    trained = json.loads((out / "metrics.json").read_text())
+    evaluated = evaluate(cfg)
+    assert evaluated["val/fid_classifier"] == pytest.approx(trained["val/fid_classifier"], rel=1e-5)
+    assert evaluated["val/nelbo_nats"] == pytest.approx(trained["val/nelbo_nats"], rel=0.05)
+    assert json.loads((out / "eval.json").read_text())["val/fid_classifier"] == evaluated["val/fid_classifier"]
+
+
+def test_resume_continues_the_step_count(make_cfg, tmp_path):
+    first = train(make_cfg(SMALL_VAE, output_dir=tmp_path / "a"))
+    assert first["trainer"].global_step == 3
+    last = tmp_path / "a" / "checkpoints" / "last.ckpt"
+    second = train(make_cfg(SMALL_VAE + ["trainer.max_epochs=2", f"ckpt_path={last}"], output_dir=tmp_path / "b"))
+    assert second["trainer"].global_step == 6
+    assert second["trainer"].current_epoch == 2
+
+
+def test_vae_loss_falls_on_mnist5k(make_cfg):
+    cfg = make_cfg(SMALL_VAE + ["data.batch_size=64"])
+    torch.manual_seed(0)
+    dm, model = instantiate_checked(cfg, "data"), instantiate_checked(cfg, "model")
+    opt = model.configure_optimizers()
+    losses = []
+    loader = iter(dm.train_dataloader())
+    for _ in range(60):
+        loss = model.losses(next(loader))["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
+    assert last < 0.6 * first, (first, last)
