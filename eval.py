@@ -1,6 +1,6 @@
-"""Shim: `python eval.py [overrides]` runs gensuite.eval (see README)."""
+"""`python eval.py [overrides]`: see README. The logic lives in gensuite.eval."""
 
-from gensuite.eval import main
+from gensuite.entry import evaluate
 
 if __name__ == "__main__":
-    main()
+    evaluate()

@@ -1,6 +1,6 @@
-"""Shim: `python sample.py [overrides]` runs gensuite.sample (see README)."""
+"""`python sample.py [overrides]`: see README. The logic lives in gensuite.sample."""
 
-from gensuite.sample import main
+from gensuite.entry import sample
 
 if __name__ == "__main__":
-    main()
+    sample()

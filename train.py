@@ -1,6 +1,6 @@
-"""Shim: `python train.py [overrides]` runs gensuite.train (see README)."""
+"""`python train.py [overrides]`: see README. The logic lives in gensuite.train."""
 
-from gensuite.train import main
+from gensuite.entry import train
 
 if __name__ == "__main__":
-    main()
+    train()

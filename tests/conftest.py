@@ -15,10 +15,13 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
+from gensuite.launch import register_resolvers
+
 ROOT = Path(__file__).resolve().parents[1]
 CONF = str(ROOT / "conf")
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+register_resolvers()
 
 # settings that make any family's run take seconds: a few batches, a small evaluation, quiet output
 TINY = [

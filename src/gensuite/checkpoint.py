@@ -97,15 +97,25 @@ def load_model(
     return model.to(map_location).eval(), cfg
 
 
-def find_last_checkpoint(output_dir: str | os.PathLike, log_dir: str | os.PathLike, run_group: str | None) -> Path:
-    """``ckpt_path=last``: this run folder's ``last.ckpt``, else the newest one of the same model and data."""
-    own = Path(output_dir) / "checkpoints" / "last.ckpt"
-    if own.is_file():
-        return own
+RESUMABLE = ("last.ckpt", "interrupted.ckpt")
+
+
+def find_last_checkpoint(
+    output_dir: str | os.PathLike, log_dir: str | os.PathLike, run_group: str | None, required: bool = True
+) -> Path | None:
+    """``ckpt_path=last``: the newest ``last.ckpt`` / ``interrupted.ckpt`` (written on SIGTERM) of this run folder,
+    else of the newest earlier run of the same ``run_name`` (model and data) under ``<log_dir>/runs``."""
+    own = [p for name in RESUMABLE if (p := Path(output_dir) / "checkpoints" / name).is_file()]
+    if own:
+        return max(own, key=lambda p: p.stat().st_mtime)
     root = Path(log_dir) / "runs"
-    pattern = f"{run_group}/*/checkpoints/last.ckpt" if run_group else "**/checkpoints/last.ckpt"
-    found = sorted(root.glob(pattern), key=lambda p: p.stat().st_mtime) if root.is_dir() else []
-    found = [p for p in found if Path(output_dir).resolve() not in p.resolve().parents]
+    found: list[Path] = []
+    if root.is_dir():
+        for name in RESUMABLE:
+            found += root.glob(f"{run_group}/*/checkpoints/{name}" if run_group else f"**/checkpoints/{name}")
+    found = sorted(found, key=lambda p: p.stat().st_mtime)
+    if not found and not required:
+        return None
     if not found:
         raise CheckpointError(
             f"ckpt_path=last: no last.ckpt under {root}/{run_group or ''} to resume from",

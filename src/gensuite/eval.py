@@ -10,15 +10,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-import hydra
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
 from gensuite.callbacks.evaluation import Evaluation
 from gensuite.checkpoint import load_model
-from gensuite.config import instantiate_checked, report_user_errors
+from gensuite.config import instantiate_checked
 from gensuite.sample import apply_sampler, pick_device
-from gensuite.train import CONFIG_DIR, collect_metrics, print_summary
+from gensuite.train import collect_metrics, print_summary
 
 
 def metrics_config(cfg: DictConfig, run_cfg: DictConfig) -> DictConfig:
@@ -67,13 +66,3 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     print_summary(metrics, run_dir)
     print(f"[gensuite] metrics written to {out}")
     return metrics
-
-
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
-def main(cfg: DictConfig) -> None:
-    with report_user_errors():
-        evaluate(cfg)
-
-
-if __name__ == "__main__":
-    main()

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import hydra
 import torch
 from omegaconf import DictConfig
 from torchvision.utils import save_image
 
 from gensuite.callbacks.evaluation import grid_of
 from gensuite.checkpoint import load_model
-from gensuite.config import instantiate_checked, report_user_errors
+from gensuite.config import instantiate_checked
 from gensuite.errors import ConfigError
-from gensuite.train import CONFIG_DIR
 
 
 def pick_device(name: str) -> torch.device:
@@ -61,13 +59,3 @@ def sample(cfg: DictConfig) -> Path:
         print(texts[0][:2000])
     print(f"[gensuite] wrote {cfg.n} samples to {path}")
     return path
-
-
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="sample")
-def main(cfg: DictConfig) -> None:
-    with report_user_errors():
-        sample(cfg)
-
-
-if __name__ == "__main__":
-    main()

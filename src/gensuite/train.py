@@ -5,23 +5,21 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
-import hydra
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Timer, WeightAveraging
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from gensuite.callbacks.evaluation import Evaluation
 from gensuite.callbacks.run_state import RunState
 from gensuite.checkpoint import find_last_checkpoint, read_checkpoint
-from gensuite.config import flatten, instantiate_checked, report_user_errors, to_plain
+from gensuite.config import flatten, instantiate_checked, to_plain
 from gensuite.errors import CheckpointError, ConfigError
-
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+from gensuite.launch import ranks_of_this_job
 
 
 def prepare_output_dir(cfg: DictConfig) -> Path:
@@ -55,12 +53,15 @@ def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
 
 
 def resolve_ckpt_path(cfg: DictConfig, model: L.LightningModule) -> str | None:
-    """``ckpt_path``: null (fresh run), ``last`` (resume the newest run of this model and data) or a file.
+    """``ckpt_path``: null (fresh run), ``last`` (resume the newest run of this model and data) or a file;
+    ``auto_resume=true`` resumes like ``last`` when there is something to resume and starts fresh otherwise.
 
     The file is checked here — readable without unpickling, ours, same family, weights of the same shapes — so
     a wrong checkpoint fails before training starts, not deep inside ``load_state_dict``.
     """
     value = cfg.get("ckpt_path")
+    if not value and cfg.get("auto_resume"):
+        value = find_last_checkpoint(cfg.paths.output_dir, cfg.paths.log_dir, cfg.get("run_name"), required=False)
     if not value:
         return None
     if str(value) == "last":
@@ -145,6 +146,14 @@ def describe_run(cfg: DictConfig, model: L.LightningModule, datamodule) -> dict[
     }
 
 
+def compile_parts(model: L.LightningModule) -> None:
+    """``compile=true``: `torch.compile` each network of the family in place (``nn.Module.compile``), so the
+    state dict keeps its plain names (no ``_orig_mod.``) and checkpoints stay loadable without compiling."""
+    for child in model.children():
+        if any(p.requires_grad for p in child.parameters()):
+            child.compile()
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train one model as configured and evaluate it. Returns metrics and the objects (for tests and sweeps)."""
     out_dir = prepare_output_dir(cfg)
@@ -162,15 +171,28 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         print(f"[gensuite] {model.family} on {datamodule.describe()}")
         print(f"[gensuite] run folder: {out_dir}" + (f" (resuming {ckpt_path})" if ckpt_path else ""))
 
-    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-    if trainer.interrupted:
-        return {
-            "metrics": {},
-            "trainer": trainer,
-            "model": model,
-            "datamodule": datamodule,
-            "output_dir": out_dir,
-        }
+    if cfg.get("compile"):
+        compile_parts(model)
+    result = {"metrics": {}, "trainer": trainer, "model": model, "datamodule": datamodule, "output_dir": out_dir}
+    with ranks_of_this_job():
+        try:
+            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        except SIGTERMException:
+            # Lightning 2.6 exits with status 0 after SIGTERM; a scheduler would read that as success
+            print(f"[gensuite] SIGTERM at step {trainer.global_step}: stopped; resume with ckpt_path=last", flush=True)
+            raise SystemExit(143) from None
+        if trainer.interrupted:
+            return result
+        # final evaluation with the weights in place at the end (the EMA weights when the run averages them)
+        trainer.validate(model, datamodule=datamodule, verbose=False)
+    metrics = collect_metrics(trainer, model)
+    metrics.update(describe_run(cfg, model, datamodule))
+    if trainer.is_global_zero:
+        write_metrics(out_dir / "metrics.json", metrics)
+        log_hparams(trainer, cfg, metrics)
+        print_summary(metrics, out_dir)
+    result["metrics"] = metrics
+    return result
 
     # final evaluation with the weights in place at the end (the EMA weights when the run averages them)
     trainer.validate(model, datamodule=datamodule, verbose=False)
@@ -180,13 +202,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         write_metrics(out_dir / "metrics.json", metrics)
         log_hparams(trainer, cfg, metrics)
         print_summary(metrics, out_dir)
-    return {
-        "metrics": metrics,
-        "trainer": trainer,
-        "model": model,
-        "datamodule": datamodule,
-        "output_dir": out_dir,
-    }
+    result["metrics"] = metrics
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        # the next job of a multirun launches its own ranks and process group
+        torch.distributed.destroy_process_group()
+    return result
 
 
 def print_summary(metrics: dict[str, Any], out_dir: Path) -> None:
@@ -212,18 +232,3 @@ def print_summary(metrics: dict[str, Any], out_dir: Path) -> None:
         f"sample more  python sample.py ckpt_path={ckpts / 'last.ckpt'} n=64",
         highlight=False,
     )
-
-
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
-def main(cfg: DictConfig) -> float | None:
-    with report_user_errors():
-        result = train(cfg)
-    # a sweeper (Optuna) optimises the value returned here
-    target = cfg.get("optimized_metric")
-    value = result["metrics"].get(target) if target else None
-    return float(value) if value is not None else None
-
-
-if __name__ == "__main__":
-    os.environ.setdefault("HYDRA_FULL_ERROR", "0")
-    main()

@@ -1,0 +1,81 @@
+"""Where a run's processes meet: one run folder for every rank, under Lightning's DDP relaunch, Hydra multirun,
+torchrun and SLURM.
+
+- Single run + ``strategy=ddp``: Lightning relaunches the script for ranks > 0 with ``hydra.run.dir=<rank 0's
+  folder>``: one folder, nothing to do.
+- Multirun + ``strategy=ddp`` is broken upstream (Lightning #11300, Hydra #2070): the relaunched ranks receive
+  ``-m`` and the sweep's arguments and start a sweep of their own. `ranks_of_this_job` rewrites what Lightning
+  relaunches into a single run of this job's overrides, in this job's folder (`ranks_of_this_job`).
+- torchrun / srun start every rank themselves; each would resolve ``${now:...}`` on its own clock. `run_stamp`
+  (the ``gs_run_stamp`` resolver used in ``hydra.run.dir``) names the folder after the launcher's job id instead.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+
+from omegaconf import OmegaConf
+
+
+def run_stamp() -> str:
+    """A folder name every rank of one launch agrees on: ``GENSUITE_RUN_ID``, the SLURM job (and step), the
+    torchrun run id, or else the local time (a single process)."""
+    if os.environ.get("GENSUITE_RUN_ID"):
+        return os.environ["GENSUITE_RUN_ID"]
+    if os.environ.get("SLURM_JOB_ID") and os.environ.get("SLURM_NTASKS", "1") != "1":
+        step = os.environ.get("SLURM_STEP_ID", "0")
+        return f"slurm-{os.environ['SLURM_JOB_ID']}.{step}"
+    if os.environ.get("TORCHELASTIC_RUN_ID") and os.environ.get("WORLD_SIZE", "1") != "1":
+        return f"torchrun-{os.environ['TORCHELASTIC_RUN_ID']}"
+    return datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+
+
+def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("gs_run_stamp"):
+        OmegaConf.register_new_resolver("gs_run_stamp", run_stamp, use_cache=True)
+
+
+@contextmanager
+def ranks_of_this_job() -> Iterator[None]:
+    """Around one job's fit + validate: under Hydra multirun, Lightning's DDP relaunch starts ranks of *this* job
+    in this job's folder; afterwards the process is left as it was for the next job."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+    except ImportError:  # pragma: no cover - hydra is a dependency
+        yield
+        return
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        yield
+        return
+    hc = HydraConfig.get()
+    job_dir = hc.runtime.output_dir
+    argv, env, run_dir = list(sys.argv), dict(os.environ), hc.run.dir
+    # what the relaunched ranks run: this job's own overrides as a single run, in this job's folder
+    sys.argv = [sys.argv[0], *hc.overrides.task, f"hydra.run.dir={job_dir}"]
+    # Lightning appends `hydra.run.dir=<HydraConfig.get().run.dir>` itself: make that this job's folder too
+    _set_run_dir(hc, job_dir)
+    try:
+        yield
+    finally:
+        # Lightning leaves LOCAL_RANK, WORLD_SIZE, MASTER_PORT... in os.environ; the next job would take them
+        # for a launcher's and wait for ranks that nobody starts. Restore the process as it was.
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+        for key in set(os.environ) - set(env):
+            del os.environ[key]
+        os.environ.update(env)
+        sys.argv = argv
+        _set_run_dir(hc, run_dir)
+
+
+def _set_run_dir(hc, value: str) -> None:
+    OmegaConf.set_readonly(hc, False)
+    hc.run.dir = value
+    OmegaConf.set_readonly(hc, True)
