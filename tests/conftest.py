@@ -57,7 +57,8 @@ def compose_cfg(overrides: list[str], output_dir: Path | None = None, config_nam
     if output_dir is not None:
         with open_dict(cfg):
             cfg.paths.output_dir = str(output_dir)
-            cfg.paths.log_dir = str(output_dir.parent)
+            if not any(o.startswith("paths.log_dir=") for o in overrides):
+                cfg.paths.log_dir = str(output_dir.parent)
     return cfg
 
 
@@ -72,7 +73,7 @@ def make_cfg(cache_dir, tmp_path):
     return make
 
 
-def run_entry(script: str, *args: str, cwd: Path | None = None, timeout: int = 300, env: dict | None = None):
+def run_entry(script: str, *args: str, cwd: Path | None = None, timeout: int = 900, env: dict | None = None):
     """Run a real entry point (``train.py`` etc.) in a subprocess; returns the CompletedProcess."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0", **(env or {})}
     return subprocess.run(

@@ -47,3 +47,12 @@ def sample(cfg: DictConfig) -> None:
 
     with report_user_errors():
         run(cfg)
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="compare")
+def compare(cfg: DictConfig) -> None:
+    from gensuite.compare import compare as run
+    from gensuite.config import report_user_errors
+
+    with report_user_errors():
+        run(cfg)

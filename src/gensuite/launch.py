@@ -17,7 +17,9 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from pathlib import Path
 
+from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
 
@@ -79,3 +81,38 @@ def _set_run_dir(hc, value: str) -> None:
     OmegaConf.set_readonly(hc, False)
     hc.run.dir = value
     OmegaConf.set_readonly(hc, True)
+
+
+class OutputDirCheck(Callback):
+    """Hydra callback: a run folder that cannot be created is reported in words before Hydra tries (and fails
+    with a traceback) to create it."""
+
+    def on_run_start(self, config, **kwargs) -> None:
+        self._check(config, "run")
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        self._check(config, "sweep")
+
+    @classmethod
+    def _check(cls, config, mode: str) -> None:
+        from hydra.core.hydra_config import HydraConfig
+
+        HydraConfig.instance().set_config(config)  # the folder name interpolates ${hydra:runtime.choices...}
+        cls._check_folder(str(config.hydra[mode].dir))
+
+    @staticmethod
+    def _check_folder(folder: str) -> None:
+        try:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            probe = Path(folder) / ".write-test"
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as err:
+            from gensuite.errors import ConfigError
+
+            error = ConfigError(
+                f"cannot create the run folder {folder} ({type(err).__name__}: {err.strerror or err})",
+                fix="point paths.log_dir (or hydra.run.dir) at a writable folder, e.g. paths.log_dir=logs",
+            )
+            print("\n" + error.render() + "\n", file=sys.stderr, flush=True)
+            sys.exit(error.exit_code)

@@ -12,7 +12,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Timer, WeightAveraging
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from gensuite.callbacks.evaluation import Evaluation
 from gensuite.callbacks.run_state import RunState
@@ -35,6 +35,16 @@ def prepare_output_dir(cfg: DictConfig) -> Path:
             fix="choose a writable folder: paths.log_dir=<dir> (or hydra.run.dir=<dir>)",
         ) from err
     return out
+
+
+def check_environment(cfg: DictConfig) -> None:
+    """Settings that cannot work on this machine, caught before anything is built."""
+    accelerator = str(OmegaConf.select(cfg, "trainer.accelerator", default="auto"))
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"trainer.accelerator={accelerator} but this machine has no CUDA GPU",
+            fix="train on the CPU: trainer=cpu (or trainer.accelerator=cpu / auto)",
+        )
 
 
 def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
@@ -106,6 +116,9 @@ def collect_metrics(trainer: L.Trainer, model: L.LightningModule) -> dict[str, A
             metrics.update(cb.evaluator.last_info)
             if cb.evaluator.notes:
                 metrics["eval/notes"] = " | ".join(cb.evaluator.notes)
+    info = getattr(model, "eval_info", None)
+    if callable(info):  # how the family made its samples, e.g. {"eval/sampler": "dpm_solver-20"} (diffusion)
+        metrics.update(info())
     metrics["model/parameters"] = sum(p.numel() for p in model.parameters())
     metrics["train/global_step"] = trainer.global_step
     metrics["train/epochs"] = trainer.current_epoch
@@ -156,6 +169,7 @@ def compile_parts(model: L.LightningModule) -> None:
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train one model as configured and evaluate it. Returns metrics and the objects (for tests and sweeps)."""
+    check_environment(cfg)
     out_dir = prepare_output_dir(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True, verbose=False)

@@ -4,18 +4,21 @@ It runs in ``on_validation_epoch_end``. `gensuite.train.build_callbacks` places 
 callback, whose own ``on_validation_epoch_end`` swaps the raw weights back: so the samples and metrics here come
 from the EMA weights when the run has EMA (see PITFALLS: EMA hook order), which a test checks.
 
-- During ``fit``: picture panels each validation; metrics every ``every_n_epochs`` (0: never) with
-  ``n_samples_during_fit`` samples.
+- During ``fit``: picture panels each validation; metrics every ``every_n_epochs`` (0: never), or at the first
+  validation after each ``every_n_seconds`` of training, with ``n_samples_during_fit`` samples, logged with
+  ``time/train_elapsed_s`` (FID against wall-clock training time, as compare.py plots it).
 - During ``validate`` (the final evaluation of `train`, and `eval.py`): metrics with the evaluator's full
   ``n_samples``, and ``samples.png`` in the run folder.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import Timer
 from torchvision.utils import make_grid, save_image
 
 from gensuite.metrics.evaluator import Evaluator
@@ -37,6 +40,7 @@ class Evaluation(L.Callback):
         self,
         evaluator: Evaluator,
         every_n_epochs: int = 0,
+        every_n_seconds: float | None = None,
         n_samples_during_fit: int = 500,
         grid_size: int = 64,
         grid_seed: int = 0,
@@ -44,6 +48,9 @@ class Evaluation(L.Callback):
     ):
         self.evaluator = evaluator
         self.every_n_epochs, self.n_samples_during_fit = every_n_epochs, n_samples_during_fit
+        self.every_n_seconds = every_n_seconds
+        self._next_due_s = every_n_seconds or 0.0
+        self._t0: float | None = None
         self.grid_size, self.grid_seed = grid_size, grid_seed
         self.output_dir = output_dir
         self.last_metrics: dict[str, float] = {}
@@ -70,14 +77,38 @@ class Evaluation(L.Callback):
         pl_module.train(was_training)
         return panels
 
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._t0 = time.perf_counter()
+
+    def train_elapsed_s(self, trainer) -> float:
+        """Training seconds so far: Lightning's Timer where the run has one (it survives resumes)."""
+        timer = next((cb for cb in trainer.callbacks if isinstance(cb, Timer)), None)
+        if timer is not None:
+            return float(timer.time_elapsed("train"))
+        return time.perf_counter() - self._t0 if self._t0 is not None else 0.0
+
+    def _due(self, trainer, fitting: bool) -> bool:
+        if not fitting:
+            return True
+        if self.every_n_epochs > 0 and (trainer.current_epoch + 1) % self.every_n_epochs == 0:
+            return True
+        if self.every_n_seconds:
+            elapsed = self.train_elapsed_s(trainer)
+            # every rank must agree, or some would wait in the gather forever
+            elapsed = float(trainer.strategy.broadcast(elapsed, src=0))
+            if elapsed >= self._next_due_s:
+                while self._next_due_s <= elapsed:
+                    self._next_due_s += self.every_n_seconds
+                return True
+        return False
+
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         if trainer.sanity_checking:
             return
         fitting = trainer.state.fn == "fit"
         if trainer.is_global_zero:
             self.log_panels(trainer, pl_module, save=not fitting)
-        due = (not fitting) or (self.every_n_epochs > 0 and (trainer.current_epoch + 1) % self.every_n_epochs == 0)
-        if not due or not self.evaluator.active:
+        if not self._due(trainer, fitting) or not self.evaluator.active:
             return
         world = trainer.world_size
         metrics = self.evaluator.evaluate(
@@ -88,6 +119,8 @@ class Evaluation(L.Callback):
             gather=(lambda t: pl_module.all_gather(t).flatten(0, 1)) if world > 1 else None,
         )
         self.last_metrics = metrics
+        if fitting:
+            metrics = {**metrics, "time/train_elapsed_s": self.train_elapsed_s(trainer)}
         # identical on every rank (features were gathered), so no further reduction
         pl_module.log_dict({k: float(v) for k, v in metrics.items()}, on_epoch=True, sync_dist=False)
 

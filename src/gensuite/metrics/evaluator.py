@@ -140,9 +140,17 @@ class Evaluator:
         return self.extractor is not None
 
     def prepare(self, datamodule, device: torch.device | str = "cpu") -> None:
-        """Build the extractor and the reference features (from the cache when present). Idempotent."""
+        """Build the extractor and the reference features (from the cache when present). Idempotent.
+
+        The global RNG is left untouched (building a network draws its initial weights from it): a run must draw
+        the same noise whether its feature classifier came from the cache or was trained now.
+        """
         if self.reference is not None or self.features_name == "none":
             return
+        with torch.random.fork_rng():
+            self._prepare(datamodule, device)
+
+    def _prepare(self, datamodule, device) -> None:
         if getattr(datamodule, "modality", "image") != "image":
             return  # text: the likelihood and the samples speak for the model
         if self.features_name == "classifier":

@@ -88,11 +88,19 @@ def train_classifier(
     seed: int = 0,
     verbose: bool = True,
 ) -> tuple[SmallCNN, float]:
-    """Train `SmallCNN` with Adam, a one-cycle schedule and random shifts; returns the net and val accuracy."""
-    g = torch.Generator().manual_seed(seed)
+    """Train `SmallCNN` with Adam, a one-cycle schedule and random shifts; returns the net and val accuracy.
+
+    The global RNG is left as it was (dropout draws from it): whether the classifier came from the cache or was
+    trained must not change the noise of the generative model's run.
+    """
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        net = SmallCNN(train_x.shape[1], num_classes)
+        return _train_classifier(train_x, train_y, val_x, val_y, num_classes, epochs, batch_size, lr, seed, verbose)
+
+
+def _train_classifier(train_x, train_y, val_x, val_y, num_classes, epochs, batch_size, lr, seed, verbose):
+    g = torch.Generator().manual_seed(seed)
+    net = SmallCNN(train_x.shape[1], num_classes)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     steps = epochs * max(1, len(train_x) // batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)

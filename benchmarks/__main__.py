@@ -1,0 +1,22 @@
+"""``python -m benchmarks`` runs every benchmark; ``python -m benchmarks overhead data_throughput`` some."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import sys
+from pathlib import Path
+
+
+def main(names: list[str]) -> None:
+    here = Path(__file__).parent
+    available = sorted(m.name for m in pkgutil.iter_modules([str(here)]) if m.name not in ("common", "__main__"))
+    for name in names or available:
+        if name not in available:
+            sys.exit(f"unknown benchmark {name!r}; available: {', '.join(available)}")
+        print(f"\n## {name}\n", flush=True)
+        importlib.import_module(f"benchmarks.{name}").main()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

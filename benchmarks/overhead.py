@@ -1,0 +1,108 @@
+"""Framework overhead: the suite's training step (Lightning Trainer, the family's LightningModule, its default
+callbacks and logging) against a plain PyTorch loop with the same network, optimiser and in-memory data, in one
+process. Target: the suite reaches >= 0.95 of plain PyTorch's steps/s.
+
+    python -m benchmarks overhead [model=vae] [more overrides]
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import lightning as L
+import torch
+
+from benchmarks.common import compose_cfg, machine, table
+from gensuite.config import instantiate_checked
+from gensuite.train import build_callbacks
+
+STEPS, WARMUP = 60, 10
+
+
+class StepClock(L.Callback):
+    """Wall time from the start of training batch WARMUP to the end of the last one."""
+
+    def __init__(self):
+        self.t0 = self.t1 = None
+        self.steps = 0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if batch_idx == WARMUP:
+            self.t0 = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.t1 = time.perf_counter()
+        self.steps = batch_idx + 1 - WARMUP
+
+
+def suite_steps_per_s(cfg) -> float:
+    torch.manual_seed(0)
+    dm, model = instantiate_checked(cfg, "data"), instantiate_checked(cfg, "model")
+    clock = StepClock()
+    callbacks = [cb for cb in build_callbacks(cfg) if type(cb).__name__ != "Evaluation"] + [clock]
+    trainer = instantiate_checked(cfg, "trainer", callbacks=callbacks, logger=instantiate_checked(cfg, "logger"))
+    trainer.fit(model, datamodule=dm)
+    return clock.steps / (clock.t1 - clock.t0)
+
+
+def plain_steps_per_s(cfg) -> float:
+    """The same step written by hand: the family's loss, backward, the same optimiser, the same batches."""
+    torch.manual_seed(0)
+    dm, model = instantiate_checked(cfg, "data"), instantiate_checked(cfg, "model")
+    dm.setup()
+    opt = model.configure_optimizers()
+    opt = opt["optimizer"] if isinstance(opt, dict) else opt
+    model.train()
+    batches = iter(dm.train_dataloader())
+    t0 = None
+    for i in range(WARMUP + STEPS):
+        if i == WARMUP:
+            t0 = time.perf_counter()
+        batch = next(batches)
+        loss = model.losses(batch)["loss"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return STEPS / (time.perf_counter() - t0)
+
+
+def main(argv: list[str] | None = None) -> None:
+    overrides = argv if argv is not None else [a for a in sys.argv[1:] if "=" in a]
+    families = [o for o in overrides if o.startswith("model=")] or ["model=vae"]
+    rows = []
+    for fam in families:
+        rest = [o for o in overrides if not o.startswith("model=")]
+        cfg = compose_cfg(
+            [
+                fam,
+                "trainer.accelerator=cpu",
+                f"trainer.max_steps={WARMUP + STEPS}",
+                "trainer.limit_val_batches=0",
+                "trainer.num_sanity_val_steps=0",
+                "trainer.enable_progress_bar=false",
+                "callbacks.progress_bar=null",
+                *rest,
+            ]
+        )
+        # alternate to share any drift of the machine's speed between the two
+        plain, suite = [], []
+        for _ in range(2):
+            plain.append(plain_steps_per_s(cfg))
+            suite.append(suite_steps_per_s(cfg))
+        p, s = max(plain), max(suite)
+        rows.append(
+            {
+                "family": fam.split("=")[1],
+                "plain steps/s": p,
+                "suite steps/s": s,
+                "suite / plain": s / p,
+                "overhead ms/step": 1000 * (1 / s - 1 / p),
+            }
+        )
+    print(f"machine: {machine()}; {STEPS} timed steps after {WARMUP} warm-up, best of 2 alternating runs")
+    print(table(rows, ["family", "plain steps/s", "suite steps/s", "suite / plain", "overhead ms/step"]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""The bad-input table: each mistake, given to the real entry point, gives a one-screen message that names the
+setting and the fix, exits non-zero, prints no traceback, and leaves the checkpoints already on disk intact.
+
+The cases run as subprocesses, two at a time (the machine has two cores), once per module.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import torch
+
+from gensuite.train import train
+
+from .conftest import TINY, compose_cfg, run_entry
+
+SMALL = ["model.encoder.width=8", "model.decoder.width=8"]
+
+
+def cases(ckpt: Path, files: dict[str, Path], log_dir: Path) -> dict[str, tuple[str, list[str], list[str]]]:
+    """name -> (script, arguments, words the message must contain)."""
+    logs = f"paths.log_dir={log_dir}"
+    return {
+        "unknown model": ("train.py", ["model=foo", logs], ["model/foo", "Available options", "vae"]),
+        "unknown part": ("train.py", ["model/encoder=foo", logs], ["model/encoder/foo", "Available options"]),
+        "unknown data": ("train.py", ["data=foo", logs], ["data/foo", "mnist5k"]),
+        "misspelt key": ("train.py", ["model.latnt_dim=4", logs], ["latnt_dim", "not in struct"]),
+        "depth vs image size": (
+            "train.py",
+            ["model.decoder.depth=3", logs],
+            ["model.decoder.depth=3", "data.image_size", "depth <= 2"],
+        ),
+        "odd image size vs depth": (
+            "train.py",
+            ["data.image_size=30", "model.encoder.depth=2", logs],
+            ["model.encoder.depth", "image_size=30", "fix"],
+        ),
+        "latent vs decoder": (
+            "train.py",
+            ["model.decoder.latent_dim=8", logs],
+            ["model.decoder.latent_dim", "model.latent_dim", "fix"],
+        ),
+        "negative size": ("train.py", ["model.latent_dim=-4", logs], ["model", "latent_dim", "-4"]),
+        "zero width": ("train.py", ["model.encoder.width=0", logs], ["model.encoder.width", "> 0"]),
+        "missing checkpoint": ("train.py", ["ckpt_path=/nonexistent/x.ckpt", logs], ["ckpt_path", "no such file"]),
+        "corrupt checkpoint": ("train.py", [f"ckpt_path={files['corrupt']}", logs], ["cannot be read", "fix"]),
+        "foreign checkpoint": ("train.py", [f"ckpt_path={files['foreign']}", logs], ["not a gensuite checkpoint"]),
+        "checkpoint of other shapes": (
+            "train.py",
+            [f"ckpt_path={ckpt}", "model.latent_dim=8", *SMALL, logs],
+            ["does not fit", "latent"],
+        ),
+        "unwritable log folder": ("train.py", ["paths.log_dir=/proc/gensuite-nope"], ["paths.log_dir", "writable"]),
+        "missing data path": (
+            "train.py",
+            ["data=image_folder", "data.path=/nonexistent/images", logs],
+            ["data.path", "not a folder"],
+        ),
+        "no data path": ("train.py", ["data=image_folder", logs], ["data.path", "needs a folder"]),
+        "non-image files": (
+            "train.py",
+            ["data=image_folder", f"data.path={files['mixed']}", logs],
+            ["notes.txt", "not an image", "skip_bad_files"],
+        ),
+        "offline download": (
+            "train.py",
+            ["data=mnist", f"data.root={files['empty_dir']}", logs],
+            ["data=mnist", "could not be downloaded", "data=mnist5k"],
+        ),
+        "unknown feature extractor": ("train.py", ["metrics.features=foo", logs], ["metrics.features", "classifier"]),
+        "gpu without a gpu": ("train.py", ["trainer=gpu", logs], ["trainer.accelerator", "trainer=cpu"]),
+        "sample without checkpoint": ("sample.py", [], ["ckpt_path"]),
+        "sample n=0": ("sample.py", [f"ckpt_path={ckpt}", "n=0"], ["n must be >= 1"]),
+        "eval of a missing checkpoint": ("eval.py", ["ckpt_path=/nonexistent/y.ckpt"], ["ckpt_path", "no such file"]),
+    }
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory, cache_dir):
+    root = tmp_path_factory.mktemp("bad")
+    log_dir = root / "logs"
+    earlier = train(compose_cfg([*TINY, *SMALL, f"paths.cache_dir={cache_dir}"], log_dir / "runs" / "earlier" / "1"))
+    ckpt = earlier["output_dir"] / "checkpoints" / "last.ckpt"
+    before = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in log_dir.rglob("*.ckpt")}
+
+    files = {"corrupt": root / "corrupt.ckpt", "foreign": root / "foreign.ckpt", "mixed": root / "mixed"}
+    files["corrupt"].write_bytes(b"\x80\x02 this is not a checkpoint" * 10)
+    torch.save({"weights": torch.zeros(3)}, files["foreign"])
+    files["mixed"].mkdir()
+    (files["mixed"] / "notes.txt").write_text("not an image")
+    files["empty_dir"] = root / "no-data"
+    files["empty_dir"].mkdir()
+
+    table = cases(ckpt, files, log_dir)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {name: pool.submit(run_entry, script, *args, cwd=root) for name, (script, args, _) in table.items()}
+        results = {name: f.result() for name, f in futures.items()}
+    after = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in before}
+    return table, results, before, after
+
+
+CASE_NAMES = list(cases(Path("x"), dict.fromkeys(["corrupt", "foreign", "mixed", "empty_dir"], Path("x")), Path("x")))
+
+
+@pytest.mark.parametrize("name", CASE_NAMES)
+def test_bad_input_gives_a_clear_short_message(table, name):
+    cases_, results, _, _ = table
+    proc = results[name]
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0, output[-2000:]
+    assert "Traceback" not in output, output[-3000:]
+    for word in cases_[name][2]:
+        assert word in output, (word, output[-2000:])
+    message = proc.stderr.strip().splitlines()
+    assert 0 < len(message) <= 30, proc.stderr  # one screen
+
+
+def test_earlier_checkpoints_are_left_intact(table):
+    _, _, before, after = table
+    assert before and before == after
