@@ -51,7 +51,7 @@ def cases(ckpt: Path, files: dict[str, Path], log_dir: Path) -> dict[str, tuple[
         "checkpoint of other shapes": (
             "train.py",
             [f"ckpt_path={ckpt}", "model.latent_dim=8", *SMALL, logs],
-            ["does not fit", "latent"],
+            ["does not fit", "model.latent_dim: 16 in the checkpoint, 8 now"],
         ),
         "unwritable log folder": ("train.py", ["paths.log_dir=/proc/gensuite-nope"], ["paths.log_dir", "writable"]),
         "missing data path": (

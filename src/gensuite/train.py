@@ -93,12 +93,27 @@ def resolve_ckpt_path(cfg: DictConfig, model: L.LightningModule) -> str | None:
         detail = f"{k}: checkpoint {tuple(theirs[k].shape) if k in theirs else 'missing'} vs model " + (
             f"{tuple(own[k].shape)}" if k in own else "missing"
         )
+        changed = config_differences(ckpt["gensuite"]["config"].get("model", {}), to_plain(cfg).get("model", {}))
         raise CheckpointError(
-            f"ckpt_path={path} does not fit this model's shapes ({len(bad)} tensors differ; e.g. {detail})",
-            fix="resume with the same model settings the checkpoint was trained with (its config is in the "
-            "run folder's .hydra/config.yaml)",
+            f"ckpt_path={path} does not fit this model's shapes ({len(bad)} tensors differ; e.g. {detail})"
+            + (f"; settings that differ: {', '.join(changed[:6])}" if changed else ""),
+            fix="resume with the model settings the checkpoint was trained with (its config is in the run "
+            "folder's .hydra/config.yaml)",
         )
     return str(path)
+
+
+def config_differences(theirs: dict, ours: dict, prefix: str = "model") -> list[str]:
+    """``model.latent_dim: 16 in the checkpoint, 8 now`` for every leaf that differs."""
+    out = []
+    for key in sorted(set(theirs) | set(ours)):
+        a, b = theirs.get(key), ours.get(key)
+        name = f"{prefix}.{key}"
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_differences(a, b, name)
+        elif a != b:
+            out.append(f"{name}: {a} in the checkpoint, {b} now")
+    return out
 
 
 def collect_metrics(trainer: L.Trainer, model: L.LightningModule) -> dict[str, Any]:
