@@ -1,0 +1,244 @@
+"""Denoising diffusion (Ho et al. 2020) over any denoiser of the parts zoo, with the schedule and sampler as objects.
+
+Training: draw a step t uniformly, noise the data to x_t (`NoiseSchedule.q_sample`), regress the network output
+on ε (``prediction=eps``, Ho et al. eq. 14) or on v (``prediction=v``, Salimans & Ho 2022), optionally weighted
+by min-SNR-γ (Hang et al. 2023): ``min(SNR, γ) / SNR`` for ε and ``min(SNR, γ) / (SNR + 1)`` for v, which
+stops the low-noise steps from dominating the gradient.
+
+Classifier-free guidance (Ho & Salimans 2022): with ``num_classes > 0`` the label is replaced by "no label"
+(``-1``) with probability ``label_dropout`` during training, so one network learns p(x|y) and p(x). At sampling
+the two outputs are mixed: ``out = out(∅) + s · (out(y) - out(∅))``; ``s = 0`` is unconditional, ``s = 1``
+conditional, ``s > 1`` trades diversity for fidelity.
+
+Sampling uses the model's current sampler (`set_sampler`; ``sampler=`` on the command line), also inside the
+shared evaluation: ``eval_info()`` puts its name and step count into metrics.json. ``nll`` is the variational
+bound in nats (see `gensuite.diffusion.likelihood`), so ``val/nll_bpd`` is a bits/dim upper bound.
+
+Images live in [-1, 1] inside the model (``x_model = 2x - 1``); samples come back in [0, 1].
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+from torch import nn
+
+from gensuite.diffusion.likelihood import variational_bound
+from gensuite.diffusion.samplers import DPMSolver, Sampler
+from gensuite.diffusion.schedules import NoiseSchedule, check_prediction
+from gensuite.errors import ConfigError
+from gensuite.families.base import GenerativeModule, Panel
+
+
+class Diffusion(GenerativeModule):
+    """DDPM-style diffusion model on images.
+
+    Args:
+        denoiser: ``(x_t, t, y) -> tensor like x_t`` (``model/denoiser=unet``), never told the schedule.
+        schedule: `NoiseSchedule` (``model/schedule=linear|cosine``).
+        sampler: `Sampler` used by `sample` (``sampler=ddpm|ddim|dpm_solver``); default DPM-Solver++ 20 steps.
+        prediction: ``eps`` or ``v``: what the network is trained to output.
+        min_snr_gamma: γ of min-SNR-γ loss weighting; null for the plain (unweighted) loss.
+        num_classes: > 0 trains a class-conditional model with label dropout (must match the denoiser's).
+        label_dropout: probability of dropping the label in training (classifier-free guidance).
+        guidance_scale: s of classifier-free guidance when sampling a conditional model.
+        clip_denoised: clip x̂_0 to [-1, 1] while sampling (pixel space; not used by the likelihood).
+        nll_timesteps: network calls of the likelihood estimate (stratified over steps; >= T-1: exact bound).
+        nll_seed: seed of the likelihood estimate's noise, so the number is the same for the same weights.
+    """
+
+    family = "diffusion"
+
+    def __init__(
+        self,
+        denoiser: nn.Module,
+        schedule: NoiseSchedule,
+        sampler: Sampler | None = None,
+        prediction: str = "eps",
+        min_snr_gamma: float | None = None,
+        num_classes: int = 0,
+        label_dropout: float = 0.1,
+        guidance_scale: float = 1.0,
+        clip_denoised: bool = True,
+        nll_timesteps: int = 10,
+        nll_seed: int = 0,
+        optimizer=None,
+        scheduler=None,
+    ):
+        super().__init__(optimizer, scheduler)
+        check_prediction(prediction)
+        if isinstance(denoiser, functools.partial):
+            raise ConfigError(
+                "this denoiser takes its size from an autoencoder (it is for model=latent_diffusion)",
+                keys=("denoiser",),
+                fix="model/denoiser=unet (or unet_small) for diffusion on pixels",
+            )
+        if getattr(denoiser, "num_classes", 0) != num_classes:
+            raise ConfigError(
+                f"num_classes={num_classes} but the denoiser was built with num_classes="
+                f"{getattr(denoiser, 'num_classes', 0)}",
+                keys=("num_classes", "denoiser.num_classes"),
+                fix="leave the denoiser's num_classes to ${model.num_classes}",
+            )
+        if min_snr_gamma is not None and min_snr_gamma <= 0:
+            raise ConfigError(f"min_snr_gamma must be > 0 or null, got {min_snr_gamma}", keys=("min_snr_gamma",))
+        if not 0 <= label_dropout <= 1:
+            raise ConfigError(f"label_dropout must be in [0, 1], got {label_dropout}", keys=("label_dropout",))
+        if nll_timesteps < 1:
+            raise ConfigError(f"nll_timesteps must be >= 1, got {nll_timesteps}", keys=("nll_timesteps",))
+        self.denoiser, self.schedule = denoiser, schedule
+        self.prediction, self.min_snr_gamma = prediction, min_snr_gamma
+        self.num_classes, self.label_dropout = num_classes, label_dropout
+        self.guidance_scale, self.clip_denoised = guidance_scale, clip_denoised
+        self.nll_timesteps, self.nll_seed = nll_timesteps, nll_seed
+        if hasattr(denoiser, "image_size"):
+            self.sample_shape: tuple[int, ...] = (denoiser.in_channels, denoiser.image_size, denoiser.image_size)
+        else:
+            self.sample_shape = (denoiser.dim,)
+        self.sampler: Sampler = DPMSolver(20)
+        try:
+            self.set_sampler(sampler or self.sampler)
+        except ConfigError as err:  # name the keys as this family's config sees them
+            raise ConfigError(err.message, keys=("sampler.steps", "schedule.num_timesteps"), fix=err.fix) from None
+
+    # -- data <-> model space ----------------------------------------------------------------------------------
+    def encode_data(self, x: torch.Tensor) -> torch.Tensor:
+        """Images in [0, 1] -> what the diffusion runs on (here: pixels in [-1, 1])."""
+        return 2 * x - 1
+
+    def decode_data(self, x0: torch.Tensor) -> torch.Tensor:
+        """The sampler's output -> images in [0, 1]."""
+        return ((x0 + 1) / 2).clamp(0, 1)
+
+    @property
+    def conditional(self) -> bool:
+        return self.num_classes > 0
+
+    # -- sampler -----------------------------------------------------------------------------------------------
+    def set_sampler(self, sampler: Sampler) -> None:
+        """Use ``sampler`` from now on (``python sample.py ckpt_path=... sampler=ddim sampler.steps=50``)."""
+        sampler.check(self.schedule)
+        self.sampler = sampler
+
+    def eval_info(self) -> dict[str, str | float]:
+        """How samples are made, for metrics.json (FID of DDPM-1000 and of DPM-Solver-20 are different numbers)."""
+        info: dict[str, str | float] = {"eval/sampler": self.sampler.describe()}
+        if self.conditional:
+            info["eval/guidance_scale"] = self.guidance_scale
+        return info
+
+    # -- training ----------------------------------------------------------------------------------------------
+    def loss_weight(self, t: torch.Tensor) -> torch.Tensor | None:
+        """min-SNR-γ weights per example (Hang et al. 2023, eq. 8 and its v-prediction form), or None."""
+        if self.min_snr_gamma is None:
+            return None
+        snr = self.schedule.snr(t)
+        clipped = snr.clamp(max=self.min_snr_gamma)
+        return clipped / snr if self.prediction == "eps" else clipped / (snr + 1)
+
+    def training_labels(self, batch) -> torch.Tensor | None:
+        if not self.conditional:
+            return None
+        y = batch[1].clone()
+        drop = torch.rand(y.shape, device=y.device) < self.label_dropout
+        return torch.where(drop, torch.full_like(y, -1), y)  # -1: "no label" (classifier-free guidance)
+
+    def losses(self, batch) -> dict[str, torch.Tensor]:
+        x0 = self.encode_data(batch[0])
+        b = x0.shape[0]
+        t = torch.randint(0, self.schedule.num_timesteps, (b,), device=x0.device)
+        noise = torch.randn_like(x0)
+        x_t = self.schedule.q_sample(x0, t, noise)
+        out = self.denoiser(x_t, t, self.training_labels(batch))
+        target = self.schedule.target(x0, noise, t, self.prediction)
+        mse = (out.float() - target).pow(2).flatten(1).mean(1)  # (B,)
+        weight = self.loss_weight(t)
+        loss = mse.mean() if weight is None else (weight * mse).mean()
+        return {"loss": loss, "mse": mse.mean()}
+
+    # -- the model as the samplers see it ----------------------------------------------------------------------
+    def model_output(
+        self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None, guidance_scale: float = 1.0
+    ) -> torch.Tensor:
+        """The network output at (x_t, t), guided: ``out(∅) + s (out(y) - out(∅))`` for a conditional model.
+
+        ``y=None`` (or a model without classes) is the unconditional output; s = 1 skips the unconditional call.
+        """
+        if not self.conditional or y is None:
+            return self.denoiser(x, t, None)
+        if guidance_scale == 1.0:
+            return self.denoiser(x, t, y)
+        if guidance_scale == 0.0:
+            return self.denoiser(x, t, None)
+        both = self.denoiser(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, torch.full_like(y, -1)]))
+        cond, uncond = both.chunk(2)  # one batched call for both halves
+        return uncond + guidance_scale * (cond - uncond)
+
+    def denoiser_fn(self, y: torch.Tensor | None = None, guidance_scale: float = 1.0, clip: bool | None = None):
+        """``(x_t, t) -> x̂_0``: what every sampler calls (ε or v converted, guided, optionally clipped)."""
+        clip = self.clip_denoised if clip is None else clip
+
+        def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            out = self.model_output(x, t, y, guidance_scale).float()
+            x0 = self.schedule.predict_x0(out, x, t, self.prediction)
+            return x0.clamp(-1, 1) if clip else x0
+
+        return denoise
+
+    @torch.no_grad()
+    def sample(
+        self,
+        n: int,
+        generator: torch.Generator | None = None,
+        y: torch.Tensor | None = None,
+        guidance_scale: float | None = None,
+        sampler: Sampler | None = None,
+    ) -> torch.Tensor:
+        """``n`` images in [0, 1] with the current sampler (or ``sampler``).
+
+        A conditional model draws uniform labels from ``generator`` unless ``y`` is given, and guides with
+        ``guidance_scale`` (default: the model's).
+        """
+        sampler = sampler or self.sampler
+        x = torch.randn(n, *self.sample_shape, generator=generator, device=self.device)
+        if self.conditional and y is None:
+            y = torch.randint(0, self.num_classes, (n,), generator=generator, device=self.device)
+        scale = self.guidance_scale if guidance_scale is None else guidance_scale
+        out = sampler(self.denoiser_fn(y, scale), self.schedule, x, generator)
+        return self.decode_data(out)
+
+    # -- likelihood --------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def nll(self, batch) -> torch.Tensor:
+        """Variational bound on -log p(x) in nats per image, ``(B,)`` (unconditional network for a conditional model:
+        the bound is on p(x), not p(x|y)); estimated from ``nll_timesteps`` network calls plus one (exact when
+        ``nll_timesteps >= T-1``), with a fixed seed."""
+        x0 = self.encode_data(batch[0])
+        g = torch.Generator(device=x0.device).manual_seed(self.nll_seed)
+        return variational_bound(self.denoiser_fn(None, clip=False), self.schedule, x0, self.nll_timesteps, g)
+
+    # -- pictures ----------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def panels(self, batch, generator=None, n: int = 64) -> dict[str, Panel]:
+        out: dict[str, Panel] = {"samples": self.sample(n, generator)}
+        out["sampler"] = f"{self.sampler.describe()}" + (
+            f", guidance scale {self.guidance_scale:g}" if self.conditional else ""
+        )
+        x = batch[0][:8]
+        # the forward process: each row one image, noised at 8 steps from 0 to T-1
+        steps = torch.linspace(0, self.schedule.num_timesteps - 1, 8, device=x.device).round().long()
+        x0 = self.encode_data(x)
+        noise = torch.randn(x0.shape, generator=generator, device=x0.device)
+        noised = [self.schedule.q_sample(x0, s.expand(len(x0)), noise) for s in steps]
+        out["noising"] = self.decode_data(torch.stack(noised, 1).flatten(0, 1)).view(len(x), 8, *x.shape[1:])
+        if self.conditional:
+            out["class_grid"] = self.class_grid(generator)
+        return out
+
+    @torch.no_grad()
+    def class_grid(self, generator=None, per_class: int = 8) -> torch.Tensor:
+        """``(num_classes, per_class, C, H, W)``: one row per class, at the model's guidance scale."""
+        y = torch.arange(self.num_classes, device=self.device).repeat_interleave(per_class)
+        images = self.sample(len(y), generator, y=y)
+        return images.view(self.num_classes, per_class, *images.shape[1:])
