@@ -1,0 +1,246 @@
+"""Autoregressive family: a decoder-only transformer over the tokens of a swappable tokenizer.
+
+``p(x) = prod_t p(x_t | x_<t)``: the tokenizer turns a batch into token sequences ``(B, T)``
+(`gensuite.nets.tokenizers`), the sequence model reads ``[bos, x_0 .. x_{T-2}]`` and predicts ``x_0 .. x_{T-1}``
+(`gensuite.nets.transformer`). The loss is the mean cross-entropy per token, and its sum over a sequence is the
+exact NLL of the sequence:
+
+- text (``bytes``): ``val/nll_bpd`` is bits per byte, ``val/bits_per_char`` bits per UTF-8 character (equal for
+  ASCII text), ``val/perplexity`` the per-byte perplexity (torchmetrics);
+- images (``pixels``): ``val/nll_bpd`` is bits per dim of the 8-bit images, comparable with the other families.
+  With ``levels`` < 256 it is the 8-bit likelihood of a model that spreads each level's probability evenly over
+  the 8-bit values it stands for; ``val/bits_per_token`` is then the bits per dim of the *quantised* images;
+- VQ codes (``vq``): codes give no likelihood of the pixels, so ``val/nll_bpd`` is absent; ``val/bits_per_token``
+  is the NLL of the codes (compare ``val/code_bits_unigram`` of the VQ-VAE run: independent codes).
+
+``sample`` returns images in [0, 1] for image tokenizers (the shared image evaluation runs on them) and token ids
+for text (`decode` turns them into strings); samples use the key/value cache unless ``use_cache`` is off.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import SumMetric
+from torchmetrics.text import Perplexity
+
+from gensuite.errors import ConfigError
+from gensuite.families.base import GenerativeModule, Panel
+
+
+class Autoregressive(GenerativeModule):
+    """Next-token prediction over tokenized data.
+
+    Args:
+        net: a partial of the sequence model (``model/net=``) that this family completes with
+            ``vocab_size`` (the tokenizer's) and ``context``.
+        tokenizer: ``model/tokenizer=bytes|pixels|vq``.
+        context: positions per forward pass; null: the tokenizer's sequence length (images). Text: the data's
+            window length ``data.seq_len``.
+        temperature, top_k, top_p: sampling (`gensuite.nets.transformer.sample_from_logits`). The image
+            metrics use these too: keep 1.0 / null / null for an unbiased sample of the model.
+        use_cache: sample with the key/value cache.
+        text_length: tokens per text sample (may exceed the context: sliding windows).
+        text_samples: text samples shown in TensorBoard's text tab and ``samples.txt``.
+    """
+
+    family = "transformer"
+
+    def __init__(
+        self,
+        net: Callable[..., nn.Module],
+        tokenizer: nn.Module,
+        context: int | None = None,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        use_cache: bool = True,
+        text_length: int = 512,
+        text_samples: int = 4,
+        optimizer=None,
+        scheduler=None,
+    ):
+        super().__init__(optimizer, scheduler)
+        seq_len = tokenizer.seq_len
+        if context is None:
+            if seq_len is None:
+                raise ConfigError(
+                    "text needs a context length", keys=("context",), fix="model.context=256 (or data.seq_len)"
+                )
+            context = seq_len
+        if seq_len is not None and seq_len > context:
+            raise ConfigError(
+                f"the {type(tokenizer).__name__} makes sequences of {seq_len} tokens but context={context}",
+                keys=("context",),
+                fix=f"model.context={seq_len} (or null: the tokenizer's length)",
+            )
+        if temperature < 0 or (top_k is not None and top_k < 1) or (top_p is not None and not 0 < top_p <= 1):
+            raise ConfigError(
+                f"sampling settings out of range: temperature={temperature}, top_k={top_k}, top_p={top_p}",
+                keys=("temperature", "top_k", "top_p"),
+                fix="temperature >= 0 (0: greedy), top_k >= 1 or null, top_p in (0, 1] or null",
+            )
+        self.tokenizer = tokenizer
+        self.net = net(vocab_size=tokenizer.vocab_size, context=context)
+        self.context = context
+        self.sampling = {"temperature": temperature, "top_k": top_k, "top_p": top_p}
+        self.use_cache = use_cache
+        self.text_length, self.text_samples = text_length, text_samples
+        self.is_text = tokenizer.modality == "text"
+        # exact epoch-level text metrics: sums over the validation set, reduced across DDP ranks
+        self.val_perplexity = Perplexity()
+        self.val_nats = SumMetric()
+        self.val_chars = SumMetric()
+        self._train_time = 0.0
+        self._train_tokens = 0
+        self._batch_start: float | None = None
+        self._sample_tokens_per_s: float | None = None
+
+    # -- tokens -------------------------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        modality = getattr(dm, "modality", None)
+        if modality is not None and modality != self.tokenizer.modality:
+            fix = "model/tokenizer=bytes" if modality == "text" else "model/tokenizer=pixels (or vq)"
+            raise ConfigError(
+                f"data={dm.name} is {modality} but the {type(self.tokenizer).__name__} reads {self.tokenizer.modality}",
+                fix=fix,
+            )
+        seq = getattr(dm, "seq_len", None)
+        if self.is_text and seq is not None and seq > self.context:
+            raise ConfigError(
+                f"data.seq_len={seq} windows do not fit model.context={self.context}",
+                fix=f"model.context={seq} or data.seq_len={self.context}",
+            )
+
+    def tokens(self, batch) -> torch.Tensor:
+        """The batch's token sequences ``(B, T)`` int64."""
+        return self.tokenizer.encode(batch[0])
+
+    def token_nats(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cross-entropy of every token given the ones before it ``(B, T)`` nats, and the logits ``(B, T, V)``."""
+        bos = torch.full_like(tokens[:, :1], self.net.bos)
+        logits = self.net(torch.cat([bos, tokens[:, :-1]], 1))  # (B, T, V): position t predicts token t
+        nats = F.cross_entropy(logits.flatten(0, 1).float(), tokens.flatten(), reduction="none")
+        return nats.view_as(tokens), logits
+
+    # -- protocol -----------------------------------------------------------------------------------------------
+    def losses(self, batch) -> dict[str, torch.Tensor]:
+        nats, _ = self.token_nats(self.tokens(batch))
+        loss = nats.mean()
+        return {"loss": loss, "bits_per_token": loss.detach() / math.log(2)}
+
+    def has_likelihood(self) -> bool:
+        return bool(self.tokenizer.data_likelihood)
+
+    def nll(self, batch) -> torch.Tensor:
+        """Exact NLL of each example, nats ``(B,)``: of its bytes (text) or 8-bit pixels (`PixelTokenizer`)."""
+        tokens = self.tokens(batch)
+        return self.token_nats(tokens)[0].sum(1) + self.tokenizer.dequantisation_nats(tokens)
+
+    def validation_step(self, batch, batch_idx):
+        # one forward pass gives the loss, the exact NLL and the perplexity (the base class would run two)
+        tokens = self.tokens(batch)
+        nats, logits = self.token_nats(tokens)
+        bsz, length = tokens.shape
+        values = {"val/loss": nats.mean(), "val/bits_per_token": nats.mean() / math.log(2)}
+        if self.has_likelihood():
+            per_example = nats.sum(1) + self.tokenizer.dequantisation_nats(tokens)
+            values["val/nll_nats"] = per_example.mean()
+            values["val/nll_bpd"] = per_example.mean() / (self.data_dims(batch) * math.log(2))
+        self.log_dict(values, on_epoch=True, sync_dist=True, batch_size=bsz)
+        self.val_perplexity.update(logits.float(), tokens)
+        self.log("val/perplexity", self.val_perplexity, on_epoch=True, batch_size=bsz)
+        if self.is_text:
+            self.val_nats.update(nats.sum())
+            self.val_chars.update(self.tokenizer.characters(tokens).sum())
+
+    def on_validation_epoch_end(self) -> None:
+        if self.is_text and not self.trainer.sanity_checking:
+            chars = self.val_chars.compute()
+            if chars > 0:
+                self.log("val/bits_per_char", self.val_nats.compute() / (chars * math.log(2)))
+        self.val_nats.reset()
+        self.val_chars.reset()
+        if self._sample_tokens_per_s is not None:
+            self.log("time/sample_tokens_per_s", self._sample_tokens_per_s)
+            self._sample_tokens_per_s = None
+        if self._train_time > 0:  # again here: the final `validate` keeps only what validation logs
+            self.log("time/train_tokens_per_s", self._train_tokens / self._train_time)
+
+    # -- sampling -----------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, n: int, length: int, generator=None, prompt: torch.Tensor | None = None) -> torch.Tensor:
+        """``n`` token sequences ``(n, length)`` with the configured sampling settings."""
+        return self.net.generate(
+            n, length, generator=generator, prompt=prompt, use_cache=self.use_cache, **self.sampling
+        )
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Images ``(n, C, H, W)`` in [0, 1] (image tokenizers) or token ids ``(n, text_length)`` (text)."""
+        if self.is_text:
+            return self.generate(n, self.text_length, generator)
+        return self.tokenizer.decode(self.generate(n, self.tokenizer.seq_len, generator))
+
+    def decode(self, tokens: torch.Tensor) -> list[str]:
+        """Token ids ``(n, L)`` -> n strings (text tokenizers)."""
+        return self.tokenizer.decode(tokens)
+
+    @torch.no_grad()
+    def panels(self, batch, generator=None, n: int = 64) -> dict[str, Panel]:
+        if self.is_text:
+            k = min(n, self.text_samples)
+            t0 = time.perf_counter()
+            tokens = self.generate(k, self.text_length, generator)
+            self._sample_tokens_per_s = k * self.text_length / (time.perf_counter() - t0)
+            texts = self.decode(tokens)
+            # fenced blocks: TensorBoard's text tab renders markdown, and would reflow plain text
+            return {"samples": "\n\n".join(f"sample {i}:\n\n```\n{t}\n```" for i, t in enumerate(texts))}
+        return {"samples": self.sample(n, generator), "completions": self.completions(batch, generator)}
+
+    @torch.no_grad()
+    def completions(self, batch, generator=None, rows: int = 8, cols: int = 4) -> torch.Tensor:
+        """ImageGPT-style: validation images given their first half of tokens (about the top half of the image),
+        completed ``cols - 2`` times. Rows ``(rows, cols, C, H, W)``: the image with its bottom half greyed, the
+        completions, the real image."""
+        x = batch[0][:rows]
+        tokens = self.tokens((x,))
+        half = tokens.shape[1] // 2
+        prompt = tokens[:, :half].repeat_interleave(cols - 2, 0)
+        done = self.tokenizer.decode(self.generate(len(prompt), tokens.shape[1], generator, prompt=prompt))
+        done = done.view(len(x), cols - 2, *x.shape[1:])
+        given = x.clone()
+        given[..., x.shape[-2] // 2 :, :] = 0.5
+        return torch.cat([given[:, None], done, x[:, None]], 1)
+
+    # -- optimisation -------------------------------------------------------------------------------------------
+    def configure_optimizers(self):
+        factory = self.optimizer_factory
+        weight_decay = getattr(factory, "keywords", {}).get("weight_decay", 0.0) if factory else 0.0
+        # only the sequence model trains (a vq tokenizer is frozen); decay only its weight matrices
+        opt = self.build_optimizer(self.net.parameter_groups(weight_decay))
+        if self.scheduler_factory is None:
+            return opt
+        extra = {}
+        if getattr(self.scheduler_factory, "keywords", {}).get("total_steps", 0) in (None, -1):
+            # a budget in epochs (trainer.max_steps=-1): the schedule spans the steps Lightning will run
+            extra["total_steps"] = int(self.trainer.estimated_stepping_batches)
+        scheduler = self.scheduler_factory(opt, **extra)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # -- training throughput ------------------------------------------------------------------------------------
+    def on_train_batch_start(self, batch, batch_idx) -> None:
+        self._batch_start = time.perf_counter()
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        if self._batch_start is None:
+            return
+        self._train_time += time.perf_counter() - self._batch_start
+        self._train_tokens += batch[0].shape[0] * (self.tokenizer.seq_len or batch[0].shape[1])
+        self.log("time/train_tokens_per_s", self._train_tokens / max(self._train_time, 1e-9))

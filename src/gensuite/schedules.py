@@ -1,0 +1,44 @@
+"""Learning-rate schedules: plain functions ``(optimizer, ...) -> torch.optim.lr_scheduler.LRScheduler``.
+
+Configured as Hydra partials (``model/scheduler=warmup_cosine``); a family calls them with its optimizer and steps
+them every optimisation step (`gensuite.families.base.GenerativeModule.configure_optimizers`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from gensuite.errors import ConfigError
+
+
+def warmup_cosine(
+    optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.1
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up from 0 over ``warmup_steps``, then cosine decay to ``min_lr_ratio`` x the base rate at
+    ``total_steps`` (held there after). The usual transformer schedule (Loshchilov & Hutter 2017 for the cosine).
+
+    >>> opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    >>> sched = warmup_cosine(opt, warmup_steps=10, total_steps=110)
+    >>> [round(sched.lr_lambdas[0](s), 3) for s in (0, 9, 10, 60, 110, 200)]
+    [0.1, 1.0, 1.0, 0.55, 0.1, 0.1]
+    """
+    if total_steps is None or total_steps <= 0:
+        raise ConfigError(
+            f"the warmup_cosine schedule needs a step budget, got total_steps={total_steps}",
+            keys=("total_steps",),
+            fix="set trainer.max_steps=<steps> (the schedule reads it), or model.scheduler=null",
+        )
+    if not 0 <= warmup_steps < total_steps:
+        raise ConfigError(
+            f"warmup_steps={warmup_steps} must be in [0, total_steps={total_steps})", keys=("warmup_steps",)
+        )
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
