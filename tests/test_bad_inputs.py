@@ -47,6 +47,16 @@ def cases(ckpt: Path, files: dict[str, Path], log_dir: Path) -> dict[str, tuple[
         "zero width": ("train.py", ["model.encoder.width=0", logs], ["model.encoder.width", "> 0"]),
         "missing checkpoint": ("train.py", ["ckpt_path=/nonexistent/x.ckpt", logs], ["ckpt_path", "no such file"]),
         "corrupt checkpoint": ("train.py", [f"ckpt_path={files['corrupt']}", logs], ["cannot be read", "fix"]),
+        "checkpoint of another family": (
+            "train.py",
+            ["model=gan", f"ckpt_path={ckpt}", logs],
+            ["'vae' checkpoint", "model=gan", "resume with model=vae"],
+        ),
+        "latent diffusion on a non-VAE file": (
+            "train.py",
+            ["model=latent_diffusion", f"autoencoder_ckpt={files['foreign']}", logs],
+            ["autoencoder_ckpt", "not a gensuite checkpoint"],
+        ),
         "foreign checkpoint": ("train.py", [f"ckpt_path={files['foreign']}", logs], ["not a gensuite checkpoint"]),
         "checkpoint of other shapes": (
             "train.py",
@@ -70,6 +80,16 @@ def cases(ckpt: Path, files: dict[str, Path], log_dir: Path) -> dict[str, tuple[
             ["data=mnist", f"data.root={files['empty_dir']}", logs],
             ["data=mnist", "could not be downloaded", "data=mnist5k"],
         ),
+        "empty text file": (
+            "train.py",
+            ["model=transformer", "data=text", f"data.path={files['empty_text']}", logs],
+            ["data.path", "is empty", "UTF-8"],
+        ),
+        "binary text file": (
+            "train.py",
+            ["model=transformer", "data=text", f"data.path={files['binary_text']}", logs],
+            ["data.path", "binary", "UTF-8"],
+        ),
         "unknown feature extractor": ("train.py", ["metrics.features=foo", logs], ["metrics.features", "classifier"]),
         "gpu without a gpu": ("train.py", ["trainer=gpu", logs], ["trainer.accelerator", "trainer=cpu"]),
         "sample without checkpoint": ("sample.py", [], ["ckpt_path"]),
@@ -91,6 +111,10 @@ def table(tmp_path_factory, cache_dir):
     torch.save({"weights": torch.zeros(3)}, files["foreign"])
     files["mixed"].mkdir()
     (files["mixed"] / "notes.txt").write_text("not an image")
+    files["empty_text"] = root / "empty.txt"
+    files["empty_text"].write_text("")
+    files["binary_text"] = root / "binary.txt"
+    files["binary_text"].write_bytes(bytes(range(256)) * 4)
     files["empty_dir"] = root / "no-data"
     files["empty_dir"].mkdir()
 
@@ -102,7 +126,13 @@ def table(tmp_path_factory, cache_dir):
     return table, results, before, after
 
 
-CASE_NAMES = list(cases(Path("x"), dict.fromkeys(["corrupt", "foreign", "mixed", "empty_dir"], Path("x")), Path("x")))
+CASE_NAMES = list(
+    cases(
+        Path("x"),
+        dict.fromkeys(["corrupt", "foreign", "mixed", "empty_dir", "empty_text", "binary_text"], Path("x")),
+        Path("x"),
+    )
+)
 
 
 @pytest.mark.parametrize("name", CASE_NAMES)

@@ -11,6 +11,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from gensuite.config import instantiate_checked
+from gensuite.errors import ConfigError
 
 from .conftest import CONF
 
@@ -23,6 +24,8 @@ def options(group: str) -> list[str]:
 
 IMAGE_DATA = [d for d in options("data") if d not in ("pydoc", "text")]
 FAMILIES = options("model")
+# families whose model is built on a trained checkpoint of another family, and the setting that names it
+NEEDS_CHECKPOINT = {"latent_diffusion": "autoencoder_ckpt"}
 
 
 @pytest.mark.parametrize("data", options("data"))
@@ -41,6 +44,10 @@ def test_every_data_config_composes_and_builds(make_cfg, data, tmp_path):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_every_family_composes_and_builds_on_its_default_data(make_cfg, family):
     cfg = make_cfg([f"model={family}"])
+    if family in NEEDS_CHECKPOINT:  # built on another family's trained model: without one, a clear error
+        with pytest.raises(ConfigError, match=NEEDS_CHECKPOINT[family]):
+            instantiate_checked(cfg, "model")
+        return
     model = instantiate_checked(cfg, "model")
     assert model.family and sum(p.numel() for p in model.parameters()) > 0
 
@@ -92,3 +99,17 @@ def test_vae_steps_on_every_part_combination(make_cfg, data, encoder, decoder):
         opt.step()
         assert torch.isfinite(loss)
     assert model.sample(4).shape == (4, dm.channels, dm.image_size, dm.image_size)
+
+
+@pytest.mark.parametrize("experiment", options("experiment"))
+def test_every_experiment_composes_and_builds(make_cfg, experiment):
+    """The experiment configs (CIFAR-10 GPU budgets included) compose and build their model on this CPU."""
+    cfg = make_cfg([f"experiment={experiment}"])
+    if experiment.startswith("cifar10_"):
+        assert cfg.trainer.precision == "bf16-mixed" and cfg.data.image_size == 32 and cfg.data.channels == 3
+    if cfg.model.get("tokenizer", {}).get("path", "unset") is None:  # a VQ prior needs a VQ-VAE checkpoint
+        with pytest.raises(ConfigError, match="tokenizer.path"):
+            instantiate_checked(cfg, "model")
+        return
+    model = instantiate_checked(cfg, "model")
+    assert model.family and sum(p.numel() for p in model.parameters()) > 0

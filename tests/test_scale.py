@@ -37,7 +37,9 @@ def test_ddp_two_processes_one_folder_synced_metrics(family, tmp_path, cache_dir
     run = _single_folder(log_dir)
     # rank 1 logged into rank 0's folder; only rank 0 wrote events, checkpoints and metrics
     assert (run / "train_ddp_process_1.log").is_file()
-    assert len(list((run / "tensorboard").glob("events.out.tfevents.*"))) == 1
+    # event files are named events.out.tfevents.<time>.<host>.<pid>.<n>: all from one process (rank 0)
+    events = list((run / "tensorboard").glob("events.out.tfevents.*"))
+    assert events and len({p.name.split(".")[-2] for p in events}) == 1, events
     assert (run / "checkpoints" / "last.ckpt").is_file()
     metrics = json.loads((run / "metrics.json").read_text())
     if metrics.get("eval/features"):
@@ -132,11 +134,11 @@ def test_cluster_launcher_configs_compose(launcher, tmp_path):
 @pytest.fixture
 def prerequisites(tmp_path, cache_dir):
     """``family -> overrides`` for what a family needs that a test must make first: a family whose config reads
-    ``${autoencoder_ckpt}`` (latent models) gets a tiny trained VAE checkpoint."""
+    ``autoencoder_ckpt`` (latent models) gets a tiny trained VAE checkpoint."""
 
     def make(family: str) -> list[str]:
         cfg = compose_cfg([f"model={family}", f"paths.cache_dir={cache_dir}"], tmp_path / "probe")
-        if "${autoencoder_ckpt}" not in OmegaConf.to_yaml(cfg.model, resolve=False):
+        if "autoencoder_ckpt" not in OmegaConf.to_yaml(cfg.model, resolve=False):
             return []
         from gensuite.train import train
 

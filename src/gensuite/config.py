@@ -16,10 +16,15 @@ from gensuite.errors import ConfigError, GensuiteError
 
 def user_error_in(exc: BaseException) -> GensuiteError | None:
     """The `GensuiteError` behind ``exc`` (Hydra and Lightning wrap exceptions), if any."""
+    from omegaconf.errors import MissingMandatoryValue
+
     seen = set()
     while exc is not None and id(exc) not in seen:
         if isinstance(exc, GensuiteError):
             return exc
+        if isinstance(exc, MissingMandatoryValue):  # a `???` setting the command line did not give
+            key = getattr(exc, "full_key", None) or "a required setting"
+            return ConfigError(f"{key} must be given (it has no default)", fix=f"add {key}=... to the command")
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
     return None

