@@ -120,6 +120,17 @@ def test_resume_continues_the_step_count(make_cfg, tmp_path):
     assert second["trainer"].current_epoch == 2
 
 
+def test_max_time_stops_an_open_ended_run(make_cfg, tmp_path):
+    """trainer.max_time is the equal budget of compare.py: it must stop a run with no epoch or step limit."""
+    cfg = make_cfg(
+        SMALL_VAE + ["trainer.max_epochs=-1", "trainer.max_steps=-1", "trainer.max_time=00:00:00:03"],
+        output_dir=tmp_path,
+    )
+    result = train(cfg)
+    assert result["trainer"].global_step > 3  # went past the first epoch, then the clock stopped it
+    assert result["metrics"]["time/train_s"] < 30
+
+
 def test_vae_loss_falls_on_mnist5k(make_cfg):
     cfg = make_cfg(SMALL_VAE + ["data.batch_size=64"])
     torch.manual_seed(0)
