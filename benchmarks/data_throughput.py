@@ -24,7 +24,7 @@ DEFAULTS = [
     ["model=vae"],
     ["model=gan"],
     ["model=diffusion"],
-    ["model=transformer", "data=pydoc"],
+    ["model=transformer", "data=pydoc", "model.scheduler.warmup_steps=0"],
     [
         "model=vae",
         "data=image_folder",

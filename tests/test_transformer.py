@@ -338,3 +338,18 @@ def test_eval_reproduces_the_text_metrics(text_run, cache_dir):
     evaluated = evaluate(cfg)
     for key in ("val/nll_bpd", "val/bits_per_char", "val/perplexity"):
         assert evaluated[key] == pytest.approx(trained[key], rel=1e-4), key
+
+
+def test_warmup_cosine_schedule_and_its_open_ended_form():
+    """A step budget decays the rate by cosine; a time budget (no total) warms up and then holds the base rate."""
+    from gensuite.schedules import warmup_cosine
+
+    def rates(total):
+        opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+        f = warmup_cosine(opt, warmup_steps=10, total_steps=total).lr_lambdas[0]
+        return [round(f(s), 3) for s in (0, 9, 60, 110, 10_000)]
+
+    assert rates(110) == [0.1, 1.0, 0.55, 0.1, 0.1]
+    assert rates(None) == [0.1, 1.0, 1.0, 1.0, 1.0]
+    with pytest.raises(ConfigError, match="warmup_steps"):
+        rates(5)

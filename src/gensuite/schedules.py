@@ -14,17 +14,20 @@ from gensuite.errors import ConfigError
 
 
 def warmup_cosine(
-    optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.1
+    optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int | None, min_lr_ratio: float = 0.1
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warm-up from 0 over ``warmup_steps``, then cosine decay to ``min_lr_ratio`` x the base rate at
     ``total_steps`` (held there after). The usual transformer schedule (Loshchilov & Hutter 2017 for the cosine).
+    ``total_steps=None`` is an open-ended run (a ``trainer.max_time`` budget): warm-up, then the base rate.
 
     >>> opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
     >>> sched = warmup_cosine(opt, warmup_steps=10, total_steps=110)
     >>> [round(sched.lr_lambdas[0](s), 3) for s in (0, 9, 10, 60, 110, 200)]
     [0.1, 1.0, 1.0, 0.55, 0.1, 0.1]
     """
-    if total_steps is None or total_steps <= 0:
+    if total_steps is None:
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / max(1, warmup_steps)))
+    if total_steps <= 0:
         raise ConfigError(
             f"the warmup_cosine schedule needs a step budget, got total_steps={total_steps}",
             keys=("total_steps",),

@@ -230,7 +230,9 @@ class Autoregressive(GenerativeModule):
         extra = {}
         if getattr(self.scheduler_factory, "keywords", {}).get("total_steps", 0) in (None, -1):
             # a budget in epochs (trainer.max_steps=-1): the schedule spans the steps Lightning will run
-            extra["total_steps"] = int(self.trainer.estimated_stepping_batches)
+            # (infinite for a time budget, trainer.max_time with no epoch or step limit: no decay then)
+            total = self.trainer.estimated_stepping_batches
+            extra["total_steps"] = int(total) if math.isfinite(total) else None
         scheduler = self.scheduler_factory(opt, **extra)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
