@@ -54,7 +54,12 @@ def plain_steps_per_s(cfg) -> float:
     opt = model.configure_optimizers()
     opt = opt["optimizer"] if isinstance(opt, dict) else opt
     model.train()
-    batches = iter(dm.train_dataloader())
+
+    def forever():  # epochs back to back, as the Trainer runs them
+        while True:
+            yield from dm.train_dataloader()
+
+    batches = forever()
     t0 = None
     for i in range(WARMUP + STEPS):
         if i == WARMUP:

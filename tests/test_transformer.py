@@ -351,5 +351,5 @@ def test_warmup_cosine_schedule_and_its_open_ended_form():
 
     assert rates(110) == [0.1, 1.0, 0.55, 0.1, 0.1]
     assert rates(None) == [0.1, 1.0, 1.0, 1.0, 1.0]
-    with pytest.raises(ConfigError, match="warmup_steps"):
-        rates(5)
+    with pytest.warns(UserWarning, match="warming up over 2"):  # a smoke run shorter than the warm-up
+        assert rates(5)[0] == 0.5

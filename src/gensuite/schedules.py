@@ -7,6 +7,7 @@ them every optimisation step (`gensuite.families.base.GenerativeModule.configure
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 
@@ -33,10 +34,16 @@ def warmup_cosine(
             keys=("total_steps",),
             fix="set trainer.max_steps=<steps> (the schedule reads it), or model.scheduler=null",
         )
-    if not 0 <= warmup_steps < total_steps:
+    if warmup_steps < 0:
         raise ConfigError(
-            f"warmup_steps={warmup_steps} must be in [0, total_steps={total_steps})", keys=("warmup_steps",)
+            f"warmup_steps must be >= 0, got {warmup_steps}", keys=("warmup_steps",), fix="warmup_steps=0"
         )
+    if warmup_steps >= total_steps:  # a short (smoke-test) run: warm up over half of it instead
+        warnings.warn(
+            f"warmup_steps={warmup_steps} >= the run's {total_steps} steps: warming up over {total_steps // 2}",
+            stacklevel=2,
+        )
+        warmup_steps = total_steps // 2
 
     def factor(step: int) -> float:
         if step < warmup_steps:
