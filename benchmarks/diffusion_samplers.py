@@ -24,7 +24,7 @@ import torch
 from benchmarks.common import machine, table
 from gensuite.checkpoint import load_model
 from gensuite.config import instantiate_checked
-from gensuite.diffusion.samplers import DDIM, DDPM, DPMSolver
+from gensuite.diffusion.samplers import DDIM, DDPM, DPMSolver, DPMSolverSDE
 
 COLUMNS = ["sampler", "steps", "NFE", "fid", "kid", "precision", "recall", "coverage", "images/s", "seconds"]
 
@@ -66,8 +66,10 @@ def main(argv: list[str] | None = None) -> None:
             plan += [DDIM(s) for s in args.steps]
         elif name == "dpm_solver":
             plan += [DPMSolver(s) for s in args.steps]
+        elif name == "dpm_solver_sde":
+            plan += [DPMSolverSDE(s) for s in args.steps]
         else:
-            raise SystemExit(f"unknown sampler {name!r} (ddpm, ddim, dpm_solver)")
+            raise SystemExit(f"unknown sampler {name!r} (ddpm, ddim, dpm_solver, dpm_solver_sde)")
     print(f"checkpoint {ckpt}\nmachine {machine()}\nn = {args.n} samples per row, seed {evaluator.seed}\n", flush=True)
     rows = []
     for sampler in plan:

@@ -16,7 +16,7 @@ from PIL import Image
 from gensuite.checkpoint import load_model
 from gensuite.config import instantiate_checked
 from gensuite.diffusion.likelihood import discretized_gaussian_log_likelihood, normal_kl, variational_bound
-from gensuite.diffusion.samplers import DDIM, DDPM, DPMSolver
+from gensuite.diffusion.samplers import DDIM, DDPM, DPMSolver, DPMSolverSDE
 from gensuite.diffusion.schedules import CosineSchedule, LinearSchedule, NoiseSchedule
 from gensuite.errors import CheckpointError, ConfigError
 from gensuite.families.diffusion import Diffusion
@@ -94,7 +94,14 @@ def gaussian_denoiser(schedule: NoiseSchedule, mu: float, s: float):
 
 @pytest.mark.parametrize(
     "sampler,tol",
-    [(DDPM(1000), 0.04), (DDPM(100), 0.1), (DDIM(50), 0.08), (DDIM(50, eta=1.0), 0.15), (DPMSolver(20), 0.05)],
+    [
+        (DDPM(1000), 0.04),
+        (DDPM(100), 0.1),
+        (DDIM(50), 0.08),
+        (DDIM(50, eta=1.0), 0.15),
+        (DPMSolver(20), 0.05),
+        (DPMSolverSDE(20), 0.08),
+    ],
     ids=lambda v: getattr(v, "describe", lambda: None)() or str(v),
 )
 @pytest.mark.parametrize("schedule", SCHEDULES, ids=lambda s: s.name)
@@ -119,7 +126,7 @@ def test_dpm_solver_converges_with_more_steps_and_beats_ddim_at_equal_cost():
     assert err(DPMSolver(100)) < 0.005
 
 
-@pytest.mark.parametrize("sampler", [DDPM(7), DDIM(7), DPMSolver(7)], ids=lambda s: s.name)
+@pytest.mark.parametrize("sampler", [DDPM(7), DDIM(7), DPMSolver(7), DPMSolverSDE(7)], ids=lambda s: s.name)
 def test_sampler_visits_distinct_descending_steps_from_the_noisiest(sampler):
     for schedule in SCHEDULES:
         ts = sampler.timesteps(schedule)
@@ -139,6 +146,9 @@ def test_ddim_eta0_is_deterministic_and_ddpm_is_not():
     assert not torch.allclose(run(DDPM(20), 0), run(DDPM(20), 1))  # fresh noise at every step
     assert torch.equal(run(DDPM(20), 3), run(DDPM(20), 3))  # but reproducible for a fixed seed
     assert not torch.allclose(run(DDIM(20, eta=1.0), 0), run(DDIM(20, eta=1.0), 1))
+    assert torch.equal(run(DPMSolver(20), 0), run(DPMSolver(20), 1))  # the ODE solver is deterministic
+    assert not torch.allclose(run(DPMSolverSDE(20), 0), run(DPMSolverSDE(20), 1))  # its SDE twin is not
+    assert torch.equal(run(DPMSolverSDE(20), 3), run(DPMSolverSDE(20), 3))
 
 
 def test_sampler_settings_fail_early_naming_the_key():
@@ -199,7 +209,9 @@ def tiny_family(num_classes: int = 0, **kwargs) -> Diffusion:
     )
 
 
-@pytest.mark.parametrize("sampler", [DDPM(5), DDIM(5), DDIM(5, eta=0.5), DPMSolver(5)], ids=lambda s: s.describe())
+@pytest.mark.parametrize(
+    "sampler", [DDPM(5), DDIM(5), DDIM(5, eta=0.5), DPMSolver(5), DPMSolverSDE(5)], ids=lambda s: s.describe()
+)
 def test_every_sampler_gives_images_of_the_right_shape_and_range(sampler):
     model = tiny_family().eval()
     for p in model.parameters():  # an untrained but non-trivial network: predictions leave the data range
@@ -333,7 +345,7 @@ def test_sampler_override_reaches_the_model_of_a_training_run(make_cfg):
     model = instantiate_checked(cfg, "model")
     assert isinstance(model.sampler, DDIM) and model.sampler.steps == 7
     default = instantiate_checked(make_cfg(["model=diffusion", "model/denoiser=unet_small"]), "model")
-    assert isinstance(default.sampler, DPMSolver) and default.sampler.steps == 20
+    assert isinstance(default.sampler, DPMSolverSDE) and default.sampler.steps == 20
     assert make_cfg(["model=diffusion"]).callbacks.ema.module == "denoiser"
 
 
@@ -386,7 +398,7 @@ def test_run_reports_the_bound_and_the_sampler(diffusion_run):
     result, out, _ = diffusion_run
     metrics = json.loads((out / "metrics.json").read_text())
     assert result["trainer"].precision == "bf16-mixed"
-    assert metrics["eval/sampler"] == "dpm_solver-4"
+    assert metrics["eval/sampler"] == "dpm_solver_sde-4"
     assert 0 < metrics["val/nll_bpd"] < 30 and metrics["val/nll_nats"] > 0
     assert "val/psnr" not in metrics  # no encoder, no reconstructions: absent, not zero
     assert Image.open(out / "samples.png").size[0] > 28

@@ -20,6 +20,9 @@ last one it returns the prediction at step 0. Samplers hold settings only, never
 `DDIM`      Song et al. 2021, eq. 12; ``eta = 0`` is deterministic (an ODE solver), ``eta = 1`` is DDPM.
 `DPMSolver` DPM-Solver++(2M) (Lu et al. 2022, "DPM-Solver++", alg. 2): second-order multistep in
             log-SNR on the data prediction; good samples in 10-20 steps.
+`DPMSolver  the same multistep solver on the reverse SDE instead of the ODE (Lu et al. 2022, sec. 5 /
+SDE`        app. B): fresh noise each step, so like DDPM it corrects the errors of an imperfect
+            model, in 20-50 steps instead of 1000.
 ==========  =====================================================================================
 """
 
@@ -196,5 +199,41 @@ class DPMSolver(Sampler):
                 r = prev_h / h
                 d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * prev_x0
             x = math.sqrt((1 - ab_s) / (1 - ab_t)) * x - math.sqrt(ab_s) * math.expm1(-h) * d
+            prev_x0, prev_h = x0, h
+        return x
+
+
+class DPMSolverSDE(DPMSolver):
+    """SDE-DPM-Solver++(2M): DPM-Solver++ on the reverse SDE (``sampler=dpm_solver_sde``).
+
+    With h = λ_s - λ_t and the data predictions D0 = x̂_0(t), D1 = (x̂_0(t) - x̂_0(t_prev)) / r (r = h_prev / h;
+    D1 = 0 at the first step), one step t -> s is
+
+        x_s = (σ_s/σ_t) e^{-h} x_t + α_s (1 - e^{-2h}) (D0 + D1 / 2) + σ_s sqrt(1 - e^{-2h}) z,
+
+    the exact solution of the linear part of the reverse SDE with x̂_0 extrapolated linearly in λ. It spends the
+    same network calls as `DPMSolver` but, like ancestral sampling, injects noise: on a briefly trained model its
+    samples are closer to DDPM-1000's than the ODE solvers' (see the README's sampler table).
+    """
+
+    name = "dpm_solver_sde"
+
+    @torch.no_grad()
+    def __call__(self, denoise, schedule, x, generator=None):
+        prev_x0, prev_h = None, None
+        for t, ab_t, ab_s in self.pairs(schedule):
+            x0 = denoise(x, _full(x, t))
+            if ab_s >= 1.0:  # last step: to the clean data
+                return x0
+            h = self._lam(ab_s) - self._lam(ab_t)
+            d = x0
+            if prev_x0 is not None:
+                d = x0 + (x0 - prev_x0) * (h / prev_h) / 2
+            decay = -math.expm1(-2 * h)  # 1 - e^{-2h}
+            x = (
+                math.sqrt((1 - ab_s) / (1 - ab_t)) * math.exp(-h) * x
+                + math.sqrt(ab_s) * decay * d
+                + math.sqrt((1 - ab_s) * decay) * _noise(x, generator)
+            )
             prev_x0, prev_h = x0, h
         return x

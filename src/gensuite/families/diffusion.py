@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from gensuite.diffusion.likelihood import variational_bound
-from gensuite.diffusion.samplers import DPMSolver, Sampler
+from gensuite.diffusion.samplers import DPMSolverSDE, Sampler
 from gensuite.diffusion.schedules import NoiseSchedule, check_prediction
 from gensuite.errors import ConfigError
 from gensuite.families.base import GenerativeModule, Panel
@@ -37,7 +37,7 @@ class Diffusion(GenerativeModule):
     Args:
         denoiser: ``(x_t, t, y) -> tensor like x_t`` (``model/denoiser=unet``), never told the schedule.
         schedule: `NoiseSchedule` (``model/schedule=linear|cosine``).
-        sampler: `Sampler` used by `sample` (``sampler=ddpm|ddim|dpm_solver``); default DPM-Solver++ 20 steps.
+        sampler: `Sampler` used by `sample` (``sampler=ddpm|ddim|dpm_solver|dpm_solver_sde``); default SDE-DPM-Solver++ 20 steps.
         prediction: ``eps`` or ``v``: what the network is trained to output.
         min_snr_gamma: γ of min-SNR-γ loss weighting; null for the plain (unweighted) loss.
         num_classes: > 0 trains a class-conditional model with label dropout (must match the denoiser's).
@@ -96,7 +96,7 @@ class Diffusion(GenerativeModule):
             self.sample_shape: tuple[int, ...] = (denoiser.in_channels, denoiser.image_size, denoiser.image_size)
         else:
             self.sample_shape = (denoiser.dim,)
-        self.sampler: Sampler = DPMSolver(20)
+        self.sampler: Sampler = DPMSolverSDE(20)
         try:
             self.set_sampler(sampler or self.sampler)
         except ConfigError as err:  # name the keys as this family's config sees them
