@@ -6,11 +6,11 @@
 Every row samples the same ``n`` images with the same seed (FID is biased by n: compare rows, not other tables)
 through the shared `Evaluator` (classifier features, the run's own metric settings). ``images/s`` is sampling
 only (no feature extraction), on this machine as loaded at the time: on a shared CPU compare the ``NFE`` column
-(network evaluations per image) and the speed ratio of rows measured back to back. DDIM and DPM-Solver run at
-every ``--steps``; DDPM (ancestral) at ``--ddpm-steps`` (it needs hundreds of steps to be any good).
+(network evaluations per image) and the speed ratio of rows measured back to back. DDIM, DPM-Solver++ and its
+SDE variant run at every ``--steps``; DDPM (ancestral) at ``--ddpm-steps`` (it needs hundreds of steps).
 
-The last lines check the acceptance of issue 4: DPM-Solver++ at 20 steps at least 30x faster than DDPM at 1000,
-with ``fid_classifier`` within 25% of DDPM-1000's.
+The last lines check the acceptance of issue 4: DPM-Solver++ (SDE and ODE) at 20 steps at least 30x faster than
+DDPM at 1000, with ``fid_classifier`` within 25% of DDPM-1000's.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n", type=int, default=500, help="samples per row (the same for every row)")
     parser.add_argument("--steps", type=int, nargs="+", default=[10, 20, 50, 100], help="DDIM / DPM-Solver steps")
     parser.add_argument("--ddpm-steps", type=int, nargs="+", default=[100, 1000], help="DDPM steps")
-    parser.add_argument("--samplers", nargs="+", default=["dpm_solver", "ddim", "ddpm"])
+    parser.add_argument("--samplers", nargs="+", default=["dpm_solver_sde", "dpm_solver", "ddim", "ddpm"])
     parser.add_argument("--threads", type=int, default=None)
     args, _ = parser.parse_known_args(argv)
     if args.threads:
@@ -96,15 +96,16 @@ def main(argv: list[str] | None = None) -> None:
     def find(name: str, steps: int) -> dict | None:
         return next((r for r in rows if r["sampler"] == name and r["steps"] == steps), None)
 
-    ref, fast = find("ddpm", 1000), find("dpm_solver", 20)
-    if ref and fast:
-        speedup = fast["images/s"] / ref["images/s"]
-        ratio = fast["fid"] / ref["fid"]
-        print(
-            f"\nDPM-Solver-20 vs DDPM-1000: {speedup:.1f}x faster (measured; {1000 / 20:.0f}x fewer network calls), "
-            f"FID {fast['fid']:.4g} vs {ref['fid']:.4g} ({100 * (ratio - 1):+.1f}%). "
-            f"Acceptance (>= 30x faster, FID within 25%): {'met' if speedup >= 30 and ratio <= 1.25 else 'NOT met'}"
-        )
+    ref = find("ddpm", 1000)
+    for fast in (find("dpm_solver_sde", 20), find("dpm_solver", 20)):
+        if ref and fast:
+            speedup = fast["images/s"] / ref["images/s"]
+            ratio = fast["fid"] / ref["fid"]
+            print(
+                f"\n{fast['sampler']}-20 vs DDPM-1000: {speedup:.1f}x faster (measured; {1000 / 20:.0f}x fewer "
+                f"network calls), FID {fast['fid']:.4g} vs {ref['fid']:.4g} ({100 * (ratio - 1):+.1f}%). "
+                f"Acceptance (>= 30x faster, FID within 25%): {'met' if speedup >= 30 and ratio <= 1.25 else 'NOT met'}"
+            )
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import torch
 
 from benchmarks.common import compose_cfg, machine, table
 from gensuite.config import instantiate_checked
-from gensuite.diffusion.samplers import DDIM, DDPM, DPMSolver
+from gensuite.diffusion.samplers import DDIM, DDPM, DPMSolver, DPMSolverSDE
 
 FAMILIES = ["vae", "gan", "diffusion", "transformer"]
 
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
         batch = int(cfg.metrics.batch_size)
         params = sum(p.numel() for p in model.parameters())
         if family == "diffusion":
-            for sampler in (DDPM(1000), DDIM(50), DPMSolver(20), DPMSolver(10)):
+            for sampler in (DDPM(1000), DDIM(50), DPMSolver(20), DPMSolverSDE(20), DPMSolver(10)):
                 model.set_sampler(sampler)
                 n = max(8, args.n // 16) if sampler.steps >= 1000 else args.n  # DDPM-1000: a smaller share
                 rows.append(
