@@ -194,13 +194,16 @@ class DPMSolver(Sampler):
             if ab_s >= 1.0:  # last step: to the clean data
                 return x0
             h = self._lam(ab_s) - self._lam(ab_t)
-            d = x0
-            if prev_x0 is not None:
-                r = prev_h / h
-                d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * prev_x0
-            x = math.sqrt((1 - ab_s) / (1 - ab_t)) * x - math.sqrt(ab_s) * math.expm1(-h) * d
+            # D = x̂_0 extrapolated linearly in λ to the middle of the step (= (1 + 1/2r) x̂_0 - 1/2r x̂_0_prev)
+            d = x0 if prev_x0 is None else x0 + (x0 - prev_x0) * (h / prev_h) / 2
+            x = self.step(x, d, ab_t, ab_s, h, generator)
             prev_x0, prev_h = x0, h
         return x
+
+    @staticmethod
+    def step(x, d, ab_t: float, ab_s: float, h: float, generator) -> torch.Tensor:
+        """One step t -> s of the probability-flow ODE with the data prediction ``d``."""
+        return math.sqrt((1 - ab_s) / (1 - ab_t)) * x - math.sqrt(ab_s) * math.expm1(-h) * d
 
 
 class DPMSolverSDE(DPMSolver):
@@ -218,22 +221,12 @@ class DPMSolverSDE(DPMSolver):
 
     name = "dpm_solver_sde"
 
-    @torch.no_grad()
-    def __call__(self, denoise, schedule, x, generator=None):
-        prev_x0, prev_h = None, None
-        for t, ab_t, ab_s in self.pairs(schedule):
-            x0 = denoise(x, _full(x, t))
-            if ab_s >= 1.0:  # last step: to the clean data
-                return x0
-            h = self._lam(ab_s) - self._lam(ab_t)
-            d = x0
-            if prev_x0 is not None:
-                d = x0 + (x0 - prev_x0) * (h / prev_h) / 2
-            decay = -math.expm1(-2 * h)  # 1 - e^{-2h}
-            x = (
-                math.sqrt((1 - ab_s) / (1 - ab_t)) * math.exp(-h) * x
-                + math.sqrt(ab_s) * decay * d
-                + math.sqrt((1 - ab_s) * decay) * _noise(x, generator)
-            )
-            prev_x0, prev_h = x0, h
-        return x
+    @staticmethod
+    def step(x, d, ab_t: float, ab_s: float, h: float, generator) -> torch.Tensor:
+        """One step t -> s of the reverse SDE with the data prediction ``d``."""
+        decay = -math.expm1(-2 * h)  # 1 - e^{-2h}
+        return (
+            math.sqrt((1 - ab_s) / (1 - ab_t)) * math.exp(-h) * x
+            + math.sqrt(ab_s) * decay * d
+            + math.sqrt((1 - ab_s) * decay) * _noise(x, generator)
+        )

@@ -37,7 +37,8 @@ class Diffusion(GenerativeModule):
     Args:
         denoiser: ``(x_t, t, y) -> tensor like x_t`` (``model/denoiser=unet``), never told the schedule.
         schedule: `NoiseSchedule` (``model/schedule=linear|cosine``).
-        sampler: `Sampler` used by `sample` (``sampler=ddpm|ddim|dpm_solver|dpm_solver_sde``); default SDE-DPM-Solver++ 20 steps.
+        sampler: `Sampler` used by `sample` (``sampler=ddpm|ddim|dpm_solver|dpm_solver_sde``); default
+            SDE-DPM-Solver++ 20 steps.
         prediction: ``eps`` or ``v``: what the network is trained to output.
         min_snr_gamma: γ of min-SNR-γ loss weighting; null for the plain (unweighted) loss.
         num_classes: > 0 trains a class-conditional model with label dropout (must match the denoiser's).
