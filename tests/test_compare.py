@@ -91,3 +91,39 @@ def test_seeds_give_mean_and_std(runs_folder, tmp_path):
 def test_no_finished_runs_is_a_clear_error(tmp_path):
     with pytest.raises(DataError, match="no finished run"):
         read_runs(tmp_path)
+
+
+def test_the_runs_compare_launches_compose_with_a_time_based_validation(monkeypatch, tmp_path):
+    """compare.py's multirun overrides (equal time budget, validation on the clock) compose for every family."""
+    import subprocess
+
+    from omegaconf import OmegaConf
+
+    from gensuite import compare
+
+    seen = {}
+
+    def fake_run(cmd, cwd):
+        seen["args"] = cmd[2:]
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(compare.subprocess, "run", fake_run)
+    cfg = OmegaConf.create(
+        {"families": ["vae", "diffusion"], "seeds": 1, "data": "mnist5k", "max_time": "00:00:06:00",
+         "eval_every_n_seconds": 90, "metrics": {"features": "classifier"}, "overrides": []}
+    )  # fmt: skip
+    compare.run_families(cfg, tmp_path)
+    args = [a for a in seen["args"] if a != "-m" and not a.startswith(("hydra.", "seed=", "model="))]
+    assert "trainer.val_check_interval=00:00:01:30" in args
+    for family in cfg.families:
+        composed = compose_cfg([f"model={family}", *args], tmp_path / family)
+        assert composed.trainer.val_check_interval == "00:00:01:30"
+        assert composed.trainer.check_val_every_n_epoch == 1  # not the diffusion preset's 15
+        assert composed.trainer.max_time == "00:00:06:00" and composed.trainer.max_epochs == -1
+
+
+def test_a_family_keeps_its_colour_in_every_figure():
+    from gensuite.compare import family_color
+
+    assert [family_color(f) for f in ("vae", "gan", "diffusion", "transformer")] == ["C0", "C1", "C2", "C3"]
+    assert family_color("my_family") == family_color("my_family")

@@ -4,12 +4,15 @@ that rebuild their model alone, resume, train -> eval agreement, the VAE learnin
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
+from lightning.pytorch.callbacks import Timer
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from gensuite.callbacks.evaluation import Evaluation
 from gensuite.config import instantiate_checked
 from gensuite.train import train
 
@@ -129,6 +132,36 @@ def test_max_time_stops_an_open_ended_run(make_cfg, tmp_path):
     result = train(cfg)  # with no epoch or step limit, only the clock can end it
     assert result["trainer"].global_step >= 1
     assert result["metrics"]["time/train_s"] < 60
+
+
+def test_evaluation_during_fit_is_kept_off_the_training_clock(make_cfg, tmp_path):
+    """compare.py's settings: time-based validation, FID every N seconds; evaluating must not eat the budget."""
+    cfg = make_cfg(
+        SMALL_VAE
+        + [
+            "trainer.max_epochs=2",
+            "trainer.limit_train_batches=1.0",
+            "trainer.val_check_interval=00:00:00:01",  # what compare.py passes, as a time
+            "callbacks.evaluation.every_n_seconds=0.5",
+            "callbacks.evaluation.n_samples_during_fit=200",
+        ],
+        output_dir=tmp_path,
+    )
+    result = train(cfg)
+    metrics = result["metrics"]
+    assert metrics["time/fit_eval_s"] > 0  # at least one evaluation ran during fit
+    evaluation = next(cb for cb in result["trainer"].callbacks if isinstance(cb, Evaluation))
+    assert evaluation.fit_eval_s == pytest.approx(metrics["time/fit_eval_s"])
+
+
+def test_off_the_clock_moves_lightnings_timer():
+    timer = Timer()
+    timer.on_train_start(None, None)
+    trainer = SimpleNamespace(callbacks=[timer])
+    evaluation = Evaluation(evaluator=None)
+    evaluation._off_the_clock(trainer, 100.0)
+    assert timer.time_elapsed("train") < -99  # Lightning's elapsed training time lost the 100 s
+    assert evaluation.fit_eval_s == 100.0 and evaluation.train_elapsed_s(trainer) < -99
 
 
 def test_vae_loss_falls_on_mnist5k(make_cfg):

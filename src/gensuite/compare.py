@@ -132,6 +132,16 @@ def _cell(value: tuple[float, float | None] | None, fmt: str) -> str:
 
 
 # -- figures -----------------------------------------------------------------------------------------------------
+_COLOR_ORDER = ["vae", "gan", "diffusion", "transformer", "vqvae", "latent_diffusion"]
+
+
+def family_color(family: str) -> str:
+    """One matplotlib colour per family, the same in every figure of every report."""
+    if family in _COLOR_ORDER:
+        return f"C{_COLOR_ORDER.index(family)}"
+    return f"C{len(_COLOR_ORDER) + sum(map(ord, family)) % (10 - len(_COLOR_ORDER))}"
+
+
 def plot_samples(runs: list[Run], out: Path) -> Path | None:
     import matplotlib
 
@@ -168,9 +178,8 @@ def plot_fid_vs_time(runs: list[Run], out: Path, ext: str) -> Path | None:
     if not curves and not finals:
         return None
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    colors: dict[str, Any] = {}
     for r in curves:
-        c = colors.setdefault(r.family, f"C{len(colors)}")
+        c = family_color(r.family)
         t, f = zip(*r.curve, strict=True)
         ax.plot(
             t,
@@ -181,7 +190,7 @@ def plot_fid_vs_time(runs: list[Run], out: Path, ext: str) -> Path | None:
             label=r.family if r.family not in ax.get_legend_handles_labels()[1] else None,
         )
     for r in finals:
-        c = colors.setdefault(r.family, f"C{len(colors)}")
+        c = family_color(r.family)
         ax.scatter(
             [r.metrics.get("time/train_s", 0)],
             [r.metrics[f"val/fid_{ext}"]],
@@ -217,7 +226,7 @@ def plot_throughput(rows: list[dict[str, Any]], out: Path) -> Path | None:
     names = [d[0] for d in data]
     means = [d[1][0] for d in data]
     errs = [d[1][1] or 0 for d in data]
-    ax.bar(names, means, yerr=errs, color=[f"C{i}" for i in range(len(names))])
+    ax.bar(names, means, yerr=errs, color=[family_color(n) for n in names])
     ax.set_yscale("log")
     ax.set_ylabel("images / s (log scale)")
     ax.set_title("sampling throughput")
@@ -328,6 +337,12 @@ td:first-child,th:first-child{{text-align:left}}img{{max-width:100%}}</style></h
 
 
 # -- running the comparison ------------------------------------------------------------------------------------
+def _hms(seconds: float) -> str:
+    """Seconds as Lightning's time string ``DD:HH:MM:SS``."""
+    s = max(1, int(round(float(seconds))))
+    return f"{s // 86400:02d}:{s % 86400 // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
 def run_families(cfg: DictConfig, out: Path) -> tuple[Path, str]:
     """Train every family (x seeds) as one Hydra multirun of train.py into ``out/runs``."""
     families = list(cfg.families)
@@ -347,6 +362,9 @@ def run_families(cfg: DictConfig, out: Path) -> tuple[Path, str]:
         "trainer.max_epochs=-1",
         "trainer.max_steps=-1",
         f"callbacks.evaluation.every_n_seconds={cfg.eval_every_n_seconds}",
+        # validation (where the evaluation runs) on the same clock, whatever a family's epoch length or preset
+        f"trainer.val_check_interval={_hms(cfg.eval_every_n_seconds)}",
+        "trainer.check_val_every_n_epoch=1",
         f"metrics.features={cfg.metrics.features}",
         "callbacks.progress_bar=null",
         *list(cfg.overrides or []),

@@ -128,6 +128,7 @@ def collect_metrics(trainer: L.Trainer, model: L.LightningModule) -> dict[str, A
         if isinstance(cb, Timer):
             metrics["time/train_s"] = float(cb.time_elapsed("train"))
         if isinstance(cb, Evaluation):
+            metrics["time/fit_eval_s"] = cb.fit_eval_s  # evaluations during fit, kept off time/train_s
             metrics.update(cb.evaluator.last_info)
             if cb.evaluator.notes:
                 metrics["eval/notes"] = " | ".join(cb.evaluator.notes)
@@ -161,11 +162,11 @@ def write_metrics(path: Path, metrics: dict[str, Any]) -> None:
 
 
 def describe_run(cfg: DictConfig, model: L.LightningModule, datamodule) -> dict[str, Any]:
-    parts = {
-        k: str(v.get("_target_", "")).rsplit(".", 1)[-1]
-        for k, v in (cfg.model.items() if cfg.get("model") else [])
-        if isinstance(v, DictConfig) and "_target_" in v and not v.get("_partial_", False)
-    }
+    parts = {}
+    for k, v in cfg.model.items() if cfg.get("model") else []:
+        if isinstance(v, DictConfig) and "_target_" in v and not v.get("_partial_", False):
+            built = getattr(model, k, None)  # the class actually built (a factory's _target_ is a function)
+            parts[k] = type(built).__name__ if built is not None else str(v._target_).rsplit(".", 1)[-1]
     return {
         "run/family": model.family,
         "run/data": datamodule.name,

@@ -6,7 +6,10 @@ from the EMA weights when the run has EMA (see PITFALLS: EMA hook order), which 
 
 - During ``fit``: picture panels each validation; metrics every ``every_n_epochs`` (0: never), or at the first
   validation after each ``every_n_seconds`` of training, with ``n_samples_during_fit`` samples, logged with
-  ``time/train_elapsed_s`` (FID against wall-clock training time, as compare.py plots it).
+  ``time/train_elapsed_s`` (FID against wall-clock training time, as compare.py plots it). The seconds these
+  evaluations take are kept off the training clock (Lightning's `Timer`, hence ``trainer.max_time`` and
+  ``time/train_s``) and reported as ``time/fit_eval_s``: a family that samples slowly (a transformer, diffusion)
+  must not lose training time to being measured more expensively.
 - During ``validate`` (the final evaluation of `train`, and `eval.py`): metrics with the evaluator's full
   ``n_samples``, and ``samples.png`` in the run folder.
 """
@@ -54,6 +57,7 @@ class Evaluation(L.Callback):
         self.grid_size, self.grid_seed = grid_size, grid_seed
         self.output_dir = output_dir
         self.last_metrics: dict[str, float] = {}
+        self.fit_eval_s = 0.0
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         device = trainer.strategy.root_device
@@ -82,10 +86,25 @@ class Evaluation(L.Callback):
 
     def train_elapsed_s(self, trainer) -> float:
         """Training seconds so far: Lightning's Timer where the run has one (it survives resumes)."""
-        timer = next((cb for cb in trainer.callbacks if isinstance(cb, Timer)), None)
+        timer = self._timer(trainer)
         if timer is not None:
             return float(timer.time_elapsed("train"))
         return time.perf_counter() - self._t0 if self._t0 is not None else 0.0
+
+    @staticmethod
+    def _timer(trainer) -> Timer | None:
+        return next((cb for cb in trainer.callbacks if isinstance(cb, Timer)), None)
+
+    def _off_the_clock(self, trainer, seconds: float) -> None:
+        """Take ``seconds`` of evaluation off the training clock.
+
+        Lightning's `Timer` has no public pause; its elapsed training time is ``now - start + _offset`` (the offset
+        is how it resumes), so the evaluation's seconds are subtracted there. A test checks the effect.
+        """
+        self.fit_eval_s += seconds
+        timer = self._timer(trainer)
+        if timer is not None and hasattr(timer, "_offset"):
+            timer._offset -= seconds
 
     def _due(self, trainer, fitting: bool) -> bool:
         if not fitting:
@@ -111,6 +130,7 @@ class Evaluation(L.Callback):
         if not self._due(trainer, fitting) or not self.evaluator.active:
             return
         world = trainer.world_size
+        t0 = time.perf_counter()
         metrics = self.evaluator.evaluate(
             pl_module,
             n=None if not fitting else self.n_samples_during_fit,
@@ -120,7 +140,14 @@ class Evaluation(L.Callback):
         )
         self.last_metrics = metrics
         if fitting:
-            metrics = {**metrics, "time/train_elapsed_s": self.train_elapsed_s(trainer)}
+            # every rank takes the same (rank 0's) seconds off, so the ranks' clocks stay in step
+            spent = float(trainer.strategy.broadcast(time.perf_counter() - t0, src=0))
+            self._off_the_clock(trainer, spent)
+            metrics = {
+                **metrics,
+                "time/train_elapsed_s": self.train_elapsed_s(trainer),
+                "time/fit_eval_s": self.fit_eval_s,
+            }
         # identical on every rank (features were gathered), so no further reduction
         pl_module.log_dict({k: float(v) for k, v in metrics.items()}, on_epoch=True, sync_dist=False)
 
