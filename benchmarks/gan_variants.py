@@ -21,13 +21,9 @@ from tempfile import TemporaryDirectory
 
 import lightning as L
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict
 
+from benchmarks.common import compose_cfg
 from gensuite.config import instantiate_checked
-from gensuite.train import CONFIG_DIR
 
 COLUMNS = ["fid", "kid", "precision", "recall", "coverage", "train_s", "s_per_step", "images_per_s"]
 
@@ -43,13 +39,7 @@ class KeepRaw(L.Callback):
 
 
 def compose_run(overrides: list[str], out: Path):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="train", overrides=["model=gan", *overrides], return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(out)
-    return cfg
+    return compose_cfg(["model=gan", *overrides], out)
 
 
 def evaluate(evaluator, model) -> dict[str, float]:
@@ -72,6 +62,7 @@ def run_variant(loss: str, spectral_norm: bool, steps: int, extra: list[str], ou
     ema, raw = instantiate_checked(cfg, "callbacks.ema"), KeepRaw()
     trainer = L.Trainer(
         accelerator="cpu",
+        precision=cfg.trainer.precision,  # the preset's (bf16-mixed autocast)
         max_steps=steps,
         max_epochs=-1,
         limit_val_batches=0,
@@ -84,7 +75,7 @@ def run_variant(loss: str, spectral_norm: bool, steps: int, extra: list[str], ou
     start = time.perf_counter()
     trainer.fit(model, datamodule=dm)
     train_s = time.perf_counter() - start
-    evaluator.prepare(dm)
+    evaluator.prepare(dm, "cpu")
     timing = {"train_s": train_s, "s_per_step": train_s / max(trainer.global_step, 1)}
     name = f"{loss}{' +SN' if spectral_norm else ''}"
     rows = [{"variant": name, "ema": "on", **evaluate(evaluator, model), **timing}]
