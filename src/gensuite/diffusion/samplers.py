@@ -14,16 +14,16 @@ A sampler with ``steps = N`` calls the network N times, at ``N`` distinct steps 
 smallest, as Lin et al. 2024 recommend) down to 0, spread evenly in t or in log-SNR (``spacing``); after the
 last one it returns the prediction at step 0. Samplers hold settings only, never state between calls.
 
-==========  =====================================================================================
-`DDPM`      ancestral sampling (Ho et al. 2020, alg. 2), on the respaced chain when N < T (Nichol &
-            Dhariwal 2021, sec. 4): stochastic, needs many steps (usually N = T = 1000).
-`DDIM`      Song et al. 2021, eq. 12; ``eta = 0`` is deterministic (an ODE solver), ``eta = 1`` is DDPM.
-`DPMSolver` DPM-Solver++(2M) (Lu et al. 2022, "DPM-Solver++", alg. 2): second-order multistep in
-            log-SNR on the data prediction; good samples in 10-20 steps.
-`DPMSolver  the same multistep solver on the reverse SDE instead of the ODE (Lu et al. 2022, sec. 5 /
-SDE`        app. B): fresh noise each step, so like DDPM it corrects the errors of an imperfect
-            model, in 20-50 steps instead of 1000.
-==========  =====================================================================================
+==============  ==================================================================================
+`DDPM`          ancestral sampling (Ho et al. 2020, alg. 2), on the respaced chain when N < T (Nichol &
+                Dhariwal 2021, sec. 4): stochastic, needs many steps (usually N = T = 1000).
+`DDIM`          Song et al. 2021, eq. 12; ``eta = 0`` is deterministic (an ODE solver), ``eta = 1`` is DDPM.
+`DPMSolver`     DPM-Solver++(2M) (Lu et al. 2022, "DPM-Solver++", alg. 2): second-order multistep in
+                log-SNR on the data prediction; good samples in 10-20 steps.
+`DPMSolverSDE`  the same multistep solver on the reverse SDE instead of the ODE (Lu et al. 2022): fresh
+                noise each step, so like DDPM it corrects the errors of an imperfect model, in 20-50
+                steps instead of 1000 (the default of the diffusion family).
+==============  ==================================================================================
 """
 
 from __future__ import annotations
