@@ -1,5 +1,5 @@
 """The bad-input table: each mistake, given to the real entry point, gives a one-screen message that names the
-setting and the fix, exits non-zero, prints no traceback, and leaves the checkpoints already on disk intact.
+setting and the fix, exits with status 2, prints no traceback, and leaves the checkpoints already on disk intact.
 
 The cases run as subprocesses, two at a time (the machine has two cores), once per module.
 """
@@ -7,17 +7,39 @@ The cases run as subprocesses, two at a time (the machine has two cores), once p
 from __future__ import annotations
 
 import hashlib
+import io
+import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import torch
 
+from gensuite.command_line import warn_cpu_oversubscription
+from gensuite.data.images import ImageFolder, _LazyImages
+from gensuite.errors import DataError
 from gensuite.train import train
 
 from .conftest import TINY, compose_cfg, run_entry
 
 SMALL = ["model.encoder.width=8", "model.decoder.width=8"]
+FILE_KEYS = ["corrupt", "foreign", "mixed", "empty_dir", "empty_text", "binary_text", "lazy"]
+
+
+def image_folder_with_a_broken_png(folder: Path, good: int = 10) -> Path:
+    """``good`` small PNGs and ``broken.png``, whose header opens but whose pixel chunk fails its checksum: only
+    a check that reads the file (PIL's verify) finds it before a DataLoader worker would."""
+    from PIL import Image
+
+    folder.mkdir()
+    for i in range(good):
+        Image.new("L", (8, 8), 20 * i).save(folder / f"img{i:02d}.png")
+    buf = io.BytesIO()
+    Image.new("L", (8, 8), 7).save(buf, "PNG")
+    data = bytearray(buf.getvalue())
+    data[data.find(b"IDAT") + 6] ^= 0xFF
+    (folder / "broken.png").write_bytes(bytes(data))
+    return folder
 
 
 def cases(ckpt: Path, files: dict[str, Path], log_dir: Path) -> dict[str, tuple[str, list[str], list[str]]]:
@@ -95,6 +117,63 @@ def cases(ckpt: Path, files: dict[str, Path], log_dir: Path) -> dict[str, tuple[
         "sample without checkpoint": ("sample.py", [], ["ckpt_path"]),
         "sample n=0": ("sample.py", [f"ckpt_path={ckpt}", "n=0"], ["n must be >= 1"]),
         "eval of a missing checkpoint": ("eval.py", ["ckpt_path=/nonexistent/y.ckpt"], ["ckpt_path", "no such file"]),
+        # values of the wrong type: the key, the value and the expected type, from the target's type hints or
+        # from the kind of the yaml default
+        "max_epochs not a number": (
+            "train.py",
+            ["trainer.max_epochs=abc", logs],
+            ["trainer.max_epochs=abc", "integer"],
+        ),
+        "max_steps not a number": ("train.py", ["trainer.max_steps=abc", logs], ["trainer.max_steps=abc", "integer"]),
+        "max_epochs a fraction": ("train.py", ["trainer.max_epochs=2.5", logs], ["trainer.max_epochs", "integer"]),
+        "clip value not a number": (
+            "train.py",
+            ["trainer.gradient_clip_val=abc", logs],
+            ["trainer.gradient_clip_val=abc", "a number or null"],
+        ),
+        "deterministic maybe": ("train.py", ["trainer.deterministic=maybe", logs], ["trainer.deterministic", "'warn'"]),
+        "bool setting maybe": ("train.py", ["auto_resume=maybe", logs], ["auto_resume=maybe", "true or false"]),
+        "part size not a number": ("train.py", ["model.latent_dim=abc", logs], ["model.latent_dim=abc", "integer"]),
+        "unknown trainer argument": (
+            "train.py",
+            ["+trainer.max_epoch=3", logs],
+            ["trainer.max_epoch", "did you mean trainer.max_epochs?"],
+        ),
+        "bad value in a sweep": ("train.py", ["-m", "seed=1,abc", logs], ["seed=abc", "integer"]),
+        "sample seed=abc": ("sample.py", [f"ckpt_path={ckpt}", "seed=abc"], ["seed=abc", "integer"]),
+        "sample n=abc": ("sample.py", [f"ckpt_path={ckpt}", "n=abc"], ["n=abc", "integer"]),
+        "eval n_samples=abc": (
+            "eval.py",
+            [f"ckpt_path={ckpt}", "metrics.n_samples=abc"],
+            ["metrics.n_samples=abc", "integer"],
+        ),
+        # runs= points at a folder without runs: were the check to let it through, compare would not train
+        "compare seeds=abc": ("compare.py", ["seeds=abc", f"runs={files['empty_dir']}"], ["seeds=abc", "integer"]),
+        # Hydra's own errors, in the suite's format with the closest valid key or option
+        "misspelt key, suggested": (
+            "train.py",
+            ["model.latnet_dim=4", logs],
+            ["model.latnet_dim", "not in struct", "did you mean model.latent_dim?"],
+        ),
+        "misspelt option, suggested": (
+            "train.py",
+            ["model=vea", logs],
+            ["model/vea", "Available options", "did you mean model=vae?"],
+        ),
+        "misspelt group, suggested": ("train.py", ["modle=vae", logs], ["modle", "did you mean model?"]),
+        "setting at the wrong level": ("train.py", ["latent_dim=4", logs], ["did you mean model.latent_dim?"]),
+        "sweep without -m": ("train.py", ["seed=1,2", logs], ["Ambiguous value", "--multirun"]),
+        "compare overrides unquoted": (
+            "compare.py",
+            ["overrides=[a=1]", f"runs={files['empty_dir']}"],
+            ["cannot read the override 'overrides=[a=1]'", """'overrides=["a=1"]'"""],
+        ),
+        "sample with a misspelt key": ("sample.py", [f"ckpt_path={ckpt}", "nn=4"], ["'nn'", "did you mean n?"]),
+        "lazily read folder with a broken image": (
+            "train.py",
+            ["data=image_folder", f"data.path={files['lazy']}", "data.in_memory_limit=2", logs],
+            ["cannot read image file", "broken.png", "skip_bad_files"],
+        ),
     }
 
 
@@ -117,6 +196,7 @@ def table(tmp_path_factory, cache_dir):
     files["binary_text"].write_bytes(bytes(range(256)) * 4)
     files["empty_dir"] = root / "no-data"
     files["empty_dir"].mkdir()
+    files["lazy"] = image_folder_with_a_broken_png(root / "lazy")
 
     table = cases(ckpt, files, log_dir)
     with ThreadPoolExecutor(max_workers=2) as pool:
@@ -126,13 +206,7 @@ def table(tmp_path_factory, cache_dir):
     return table, results, before, after
 
 
-CASE_NAMES = list(
-    cases(
-        Path("x"),
-        dict.fromkeys(["corrupt", "foreign", "mixed", "empty_dir", "empty_text", "binary_text"], Path("x")),
-        Path("x"),
-    )
-)
+CASE_NAMES = list(cases(Path("x"), dict.fromkeys(FILE_KEYS, Path("x")), Path("x")))
 
 
 @pytest.mark.parametrize("name", CASE_NAMES)
@@ -140,7 +214,7 @@ def test_bad_input_gives_a_clear_short_message(table, name):
     cases_, results, _, _ = table
     proc = results[name]
     output = proc.stdout + proc.stderr
-    assert proc.returncode != 0, output[-2000:]
+    assert proc.returncode == 2, output[-2000:]  # the status of a user's mistake (1 would be Hydra's, or a bug)
     assert "Traceback" not in output, output[-3000:]
     for word in cases_[name][2]:
         assert word in output, (word, output[-2000:])
@@ -151,3 +225,29 @@ def test_bad_input_gives_a_clear_short_message(table, name):
 def test_earlier_checkpoints_are_left_intact(table):
     _, _, before, after = table
     assert before and before == after
+
+
+def test_lazily_read_folder_checks_every_file_up_front(tmp_path):
+    """Past ``in_memory_limit`` files the folder is read lazily; a broken file is still found at setup, not in a
+    DataLoader worker mid-epoch — and ``skip_bad_files`` skips and counts it as in memory."""
+    folder = image_folder_with_a_broken_png(tmp_path / "images")
+    strict = ImageFolder(path=str(folder), channels=1, image_size=8, in_memory_limit=2)
+    with pytest.raises(DataError, match="cannot read image file .*broken.png"):
+        strict.setup()
+
+    lenient = ImageFolder(path=str(folder), channels=1, image_size=8, in_memory_limit=2, skip_bad_files=True)
+    lenient.setup()
+    assert isinstance(lenient.train, _LazyImages)
+    assert lenient.skipped == [str(folder / "broken.png")]
+    assert len(lenient.train) + len(lenient.val) == 10
+    x, _ = next(iter(lenient.train_dataloader()))  # the files that were kept decode
+    assert x.shape[1:] == (1, 8, 8)
+
+
+def test_more_cpu_processes_than_cores_is_a_one_line_warning(tmp_path, capsys):
+    over = compose_cfg(["trainer=ddp", "trainer.accelerator=cpu", f"trainer.devices={(os.cpu_count() or 1) + 1}"])
+    warn_cpu_oversubscription(over)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "warning: trainer.devices=" in err[0], err
+    warn_cpu_oversubscription(compose_cfg(["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=1"]))
+    assert capsys.readouterr().err == ""

@@ -2,24 +2,23 @@
 
 A gensuite checkpoint is a Lightning checkpoint with one more entry, ``checkpoint["gensuite"]``, holding the
 resolved config (dicts, lists, strings, numbers) and the family name. Everything is read with
-``torch.load(weights_only=True)``; a model is rebuilt with Hydra from that config, but only from ``_target_``s
-inside the modules this project trusts (`TRUSTED_TARGETS`), since instantiating a ``_target_`` runs code.
-Only ``model``, ``data`` and ``metrics`` are ever built from a checkpoint's config.
+``torch.load(weights_only=True)``; a model is rebuilt with Hydra from that config, but only through the exact
+allowlist of `gensuite.trust` (instantiating a ``_target_`` runs code). Only ``model``, ``data`` and ``metrics``
+are ever built from a checkpoint's config.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from gensuite.config import instantiate_checked
 from gensuite.errors import CheckpointError
+from gensuite.trust import check_stored_config, local_cache_dir, neutralise
 
-TRUSTED_TARGETS = ("gensuite.", "torch.optim.", "torch.nn.")
 BUILT_SECTIONS = ("model", "data", "metrics")
 
 
@@ -47,28 +46,15 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     return ckpt
 
 
-def _check_targets(node: Any, where: str = "") -> None:
-    if isinstance(node, dict):
-        target = node.get("_target_")
-        if target is not None and not str(target).startswith(TRUSTED_TARGETS):
-            raise CheckpointError(
-                f"the checkpoint's config asks to build '{target}' at {where or '<root>'}, outside the trusted "
-                f"modules {TRUSTED_TARGETS}; refusing to run it",
-                fix="only load checkpoints from sources you trust",
-            )
-        for k, v in node.items():
-            _check_targets(v, f"{where}.{k}" if where else str(k))
-    elif isinstance(node, list):
-        for i, v in enumerate(node):
-            _check_targets(v, f"{where}[{i}]")
-
-
 def checkpoint_config(ckpt: dict) -> DictConfig:
-    """The composed config stored in a checkpoint, after checking the ``_target_``s of the sections that
-    sample.py / eval.py build from it (`BUILT_SECTIONS`); the others are only read."""
-    plain = ckpt["gensuite"]["config"]
-    for section in BUILT_SECTIONS:
-        _check_targets(plain.get(section), section)
+    """The composed config stored in a checkpoint, after `gensuite.trust.check_stored_config` (no interpolation
+    anywhere; every ``_target_`` of the sections sample.py / eval.py build, `BUILT_SECTIONS`, on the allowlist),
+    with its cache and download settings replaced by the local ones."""
+    import copy
+
+    plain = ckpt["gensuite"].get("config")
+    check_stored_config(plain, BUILT_SECTIONS)
+    plain = neutralise(copy.deepcopy(plain), BUILT_SECTIONS, local_cache_dir())
     return OmegaConf.create(plain)
 
 

@@ -3,10 +3,17 @@
 Each is a thin ``@hydra.main`` wrapper. The heavy imports (torch, Lightning) happen inside, after Hydra has
 composed the config, so a mistyped option is reported in about a second. A user's mistake (`GensuiteError`) is
 printed as a short message and exits with status 2; anything else is a bug and keeps its traceback.
+
+`checked` runs `gensuite.command_line.check_command_line` before ``@hydra.main``: Hydra reports its own errors
+(unknown option, misspelt key, unparsable override) itself and exits 1, so the command line is composed and its
+values checked first, and those mistakes come out in the same format and with status 2. (Checking the type of a
+key of a built part imports that part: a few seconds, which a valid run then does not spend again.)
 """
 
 from __future__ import annotations
 
+import functools
+import sys
 from pathlib import Path
 
 import hydra
@@ -18,12 +25,34 @@ CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 register_resolvers()
 
 
+def checked(config_name: str):
+    """Wrap a ``@hydra.main`` function: check ``sys.argv`` against ``config_name`` first (see module doc)."""
+
+    def wrap(main):
+        @functools.wraps(main)
+        def run(cfg_passthrough: DictConfig | None = None):
+            if cfg_passthrough is None:  # called from the command line, not with a config (tests)
+                from gensuite.command_line import check_command_line
+                from gensuite.config import report_user_errors
+
+                with report_user_errors():
+                    check_command_line(CONFIG_DIR, config_name, sys.argv[1:])
+            return main(cfg_passthrough)
+
+        return run
+
+    return wrap
+
+
+@checked("train")
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def train(cfg: DictConfig) -> float | None:
+    from gensuite.command_line import warn_cpu_oversubscription
     from gensuite.config import report_user_errors
     from gensuite.train import train as run
 
     with report_user_errors():
+        warn_cpu_oversubscription(cfg)
         result = run(cfg)
     # a sweeper (hparams_search=optuna) optimises the value returned here
     target = cfg.get("optimized_metric")
@@ -31,6 +60,7 @@ def train(cfg: DictConfig) -> float | None:
     return float(value) if value is not None else None
 
 
+@checked("eval")
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
 def evaluate(cfg: DictConfig) -> None:
     from gensuite.config import report_user_errors
@@ -40,6 +70,7 @@ def evaluate(cfg: DictConfig) -> None:
         run(cfg)
 
 
+@checked("sample")
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="sample")
 def sample(cfg: DictConfig) -> None:
     from gensuite.config import report_user_errors
@@ -49,6 +80,7 @@ def sample(cfg: DictConfig) -> None:
         run(cfg)
 
 
+@checked("compare")
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="compare")
 def compare(cfg: DictConfig) -> None:
     from gensuite.compare import compare as run

@@ -148,8 +148,9 @@ class Evaluation(L.Callback):
                 "time/train_elapsed_s": self.train_elapsed_s(trainer),
                 "time/fit_eval_s": self.fit_eval_s,
             }
-        # identical on every rank (features were gathered), so no further reduction
-        pl_module.log_dict({k: float(v) for k, v in metrics.items()}, on_epoch=True, sync_dist=False)
+        # identical on every rank (features were gathered): the mean over ranks changes nothing and, unlike
+        # sync_dist=False, does not make Lightning warn under DDP
+        pl_module.log_dict({k: float(v) for k, v in metrics.items()}, on_epoch=True, sync_dist=True)
 
     def log_panels(self, trainer, pl_module, save: bool) -> None:
         panels = self._panels(trainer, pl_module)

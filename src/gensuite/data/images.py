@@ -354,12 +354,29 @@ def _read_image(path: Path, channels: int, image_size: int) -> torch.Tensor:
             im = im.crop((left, top, left + image_size, top + image_size))
             arr = np.asarray(im, dtype=np.uint8)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise DataError(
-            f"cannot read image file {path}: {type(err).__name__}: {err}",
-            fix="remove or replace the file, or set data.skip_bad_files=true to skip unreadable files (counted)",
-        ) from err
+        raise _unreadable(path, err) from err
     arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
     return torch.from_numpy(arr.copy())
+
+
+def _check_image(path: Path) -> None:
+    """Raise the `_read_image` error for a file whose header or chunks are broken, without decoding the pixels
+    (PIL's ``verify``: milliseconds a file), for folders read lazily, where a bad file would otherwise stop the run
+    mid-epoch inside a DataLoader worker."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise _unreadable(path, err) from err
+
+
+def _unreadable(path: Path, err: BaseException) -> DataError:
+    return DataError(
+        f"cannot read image file {path}: {type(err).__name__}: {err}",
+        fix="remove or replace the file, or set data.skip_bad_files=true to skip unreadable files (counted)",
+    )
 
 
 class _LazyImages(Dataset):
@@ -441,13 +458,27 @@ class ImageFolder(ImageDataModule):
         self.classes = classes
         label_t = torch.tensor(labels, dtype=torch.long)
         if len(files) > self.in_memory_limit:
+            # too many to decode now: every file's header is checked up front instead, so that a bad file is
+            # reported (or skipped) here, as in memory, and not mid-epoch in a DataLoader worker
+            keep, _ = self._readable(files, _check_image)
+            files, label_t = [files[i] for i in keep], label_t[keep]
             train_idx, val_idx = stratified_split(label_t, self.val_fraction, self.seed)
             mk = lambda idx: _LazyImages([files[i] for i in idx], label_t[idx], self.channels, self.image_size)  # noqa: E731
             return mk(train_idx.tolist()), mk(val_idx.tolist())
-        images, keep = [], []
+        keep, images = self._readable(files, lambda f: _read_image(f, self.channels, self.image_size))
+        x, y = torch.stack(images), label_t[keep]
+        train_idx, val_idx = stratified_split(y, self.val_fraction, self.seed)
+        if len(val_idx) == 0:
+            val_idx = train_idx[:1]
+        return TensorImages(x[train_idx], y[train_idx]), TensorImages(x[val_idx], y[val_idx])
+
+    def _readable(self, files: list[Path], read) -> tuple[list[int], list]:
+        """The indices of the files that ``read`` accepts, and what it returned for them. A bad file raises its
+        `DataError`, or with ``skip_bad_files`` is skipped and counted."""
+        keep, out = [], []
         for i, f in enumerate(files):
             try:
-                images.append(_read_image(f, self.channels, self.image_size))
+                out.append(read(f))
                 keep.append(i)
             except DataError:
                 if not self.skip_bad_files:
@@ -457,11 +488,7 @@ class ImageFolder(ImageDataModule):
             print(f"[gensuite] data.skip_bad_files: skipped {len(self.skipped)} unreadable or non-image files")
         if len(keep) < 2:
             raise DataError(f"data.path={self.path}: fewer than 2 readable images", fix="add images to the folder")
-        x, y = torch.stack(images), label_t[keep]
-        train_idx, val_idx = stratified_split(y, self.val_fraction, self.seed)
-        if len(val_idx) == 0:
-            val_idx = train_idx[:1]
-        return TensorImages(x[train_idx], y[train_idx]), TensorImages(x[val_idx], y[val_idx])
+        return keep, out
 
     def fingerprint(self) -> str:
         self.setup()

@@ -164,14 +164,19 @@ class Autoregressive(GenerativeModule):
         if self.is_text and not self.trainer.sanity_checking:
             chars = self.val_chars.compute()
             if chars > 0:
-                self.log("val/bits_per_char", self.val_nats.compute() / (chars * math.log(2)))
+                # from metrics computed over every rank: the same on each, the mean over ranks leaves it as is
+                self.log("val/bits_per_char", self.val_nats.compute() / (chars * math.log(2)), sync_dist=True)
         self.val_nats.reset()
         self.val_chars.reset()
         if self._sample_tokens_per_s is not None:
-            self.log("time/sample_tokens_per_s", self._sample_tokens_per_s)
+            # set on rank 0 only (the Evaluation callback draws panels there): no reduction may wait for the other
+            # ranks. rank_zero_only makes Lightning skip the reduction; sync_dist=True only spares the warning that
+            # an epoch-level value is not reduced.
+            self.log("time/sample_tokens_per_s", self._sample_tokens_per_s, rank_zero_only=True, sync_dist=True)
             self._sample_tokens_per_s = None
         if self._train_time > 0:  # again here: the final `validate` keeps only what validation logs
-            self.log("time/train_tokens_per_s", self._train_tokens / self._train_time)
+            # every rank trained the same batches, so every rank logs this: per-process throughput, mean over ranks
+            self.log("time/train_tokens_per_s", self._train_tokens / self._train_time, sync_dist=True)
 
     # -- sampling -----------------------------------------------------------------------------------------------
     @torch.no_grad()

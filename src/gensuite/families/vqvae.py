@@ -154,5 +154,7 @@ class VQVAE(GenerativeModule):
                 "val/codebook_usage": (counts > 0).float().mean(),
                 "val/code_bits_unigram": entropy / math.log(2),
             },
-            sync_dist=False,
+            # the counts were gathered, so every rank logs the same values: the mean over ranks leaves them as they
+            # are (sync_dist=False would make Lightning warn under DDP that epoch-level values are not reduced)
+            sync_dist=True,
         )
