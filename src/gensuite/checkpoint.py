@@ -86,25 +86,52 @@ def load_model(
 RESUMABLE = ("last.ckpt", "interrupted.ckpt")
 
 
+def _intact(path: Path) -> bool:
+    try:
+        read_checkpoint(path)
+    except CheckpointError:
+        return False
+    return True
+
+
+def _newest_intact(candidates: list[Path]) -> Path | None:
+    """The newest readable, complete checkpoint of ``candidates``; a warning names any newer one that is not."""
+    broken = []
+    for path in sorted(set(candidates), key=lambda p: p.stat().st_mtime, reverse=True):
+        if _intact(path):
+            if broken:
+                print(
+                    f"[gensuite] warning: {broken[0]} cannot be read (truncated or corrupt); resuming from the newest "
+                    f"intact checkpoint instead: {path}",
+                    flush=True,
+                )
+            return path
+        broken.append(path)
+    return None
+
+
 def find_last_checkpoint(
     output_dir: str | os.PathLike, log_dir: str | os.PathLike, run_group: str | None, required: bool = True
 ) -> Path | None:
-    """``ckpt_path=last``: the newest ``last.ckpt`` / ``interrupted.ckpt`` (written on SIGTERM) of this run folder,
-    else of the newest earlier run of the same ``run_name`` (model and data) under ``<log_dir>/runs``."""
-    own = [p for name in RESUMABLE if (p := Path(output_dir) / "checkpoints" / name).is_file()]
-    if own:
-        return max(own, key=lambda p: p.stat().st_mtime)
+    """``ckpt_path=last``: the newest intact checkpoint of this run folder (``last.ckpt``, ``interrupted.ckpt``
+    written on SIGTERM, or any other of its checkpoints when those are damaged), else the newest intact
+    ``last.ckpt`` / ``interrupted.ckpt`` of an earlier run of the same ``run_name`` (model and data) under
+    ``<log_dir>/runs``."""
+    own_dir = Path(output_dir) / "checkpoints"
+    own = sorted(own_dir.glob("*.ckpt")) if own_dir.is_dir() else []
+    found = _newest_intact(own)
+    if found is not None:
+        return found
     root = Path(log_dir) / "runs"
-    found: list[Path] = []
+    others: list[Path] = []
     if root.is_dir():
         for name in RESUMABLE:
-            found += root.glob(f"{run_group}/*/checkpoints/{name}" if run_group else f"**/checkpoints/{name}")
-    found = sorted(found, key=lambda p: p.stat().st_mtime)
-    if not found and not required:
-        return None
-    if not found:
+            others += root.glob(f"{run_group}/*/checkpoints/{name}" if run_group else f"**/checkpoints/{name}")
+    found = _newest_intact(others)
+    if found is None and required:
         raise CheckpointError(
-            f"ckpt_path=last: no last.ckpt under {root}/{run_group or ''} to resume from",
+            f"ckpt_path=last: no intact last.ckpt under {root}/{run_group or ''} to resume from"
+            + (f" ({len(own) + len(others)} found, none readable)" if own or others else ""),
             fix="train once first, or give the file: ckpt_path=logs/runs/<run>/checkpoints/last.ckpt",
         )
-    return found[-1]
+    return found

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from gensuite.callbacks.evaluation import Evaluation
 from gensuite.callbacks.run_state import RunState
 from gensuite.checkpoint import find_last_checkpoint, read_checkpoint
+from gensuite.checkpoint_io import AtomicCheckpointIO, remove_stale_temporaries
 from gensuite.config import flatten, instantiate_checked, to_plain
 from gensuite.errors import CheckpointError, ConfigError
 from gensuite.launch import ranks_of_this_job
@@ -196,8 +197,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     ckpt_path = resolve_ckpt_path(cfg, model)
     callbacks = build_callbacks(cfg)
     logger = instantiate_checked(cfg, "logger") if cfg.get("logger") else False
-    trainer: L.Trainer = instantiate_checked(cfg, "trainer", callbacks=callbacks, logger=logger)
+    # checkpoints are written atomically beside their target (see gensuite.checkpoint_io)
+    plugins = [AtomicCheckpointIO()]
+    trainer: L.Trainer = instantiate_checked(cfg, "trainer", callbacks=callbacks, logger=logger, plugins=plugins)
     if trainer.is_global_zero:
+        for leftover in remove_stale_temporaries(out_dir / "checkpoints"):
+            print(f"[gensuite] removed {leftover.name}, left by a checkpoint write that was killed")
         print(f"[gensuite] {model.family} on {datamodule.describe()}")
         print(f"[gensuite] run folder: {out_dir}" + (f" (resuming {ckpt_path})" if ckpt_path else ""))
 
@@ -222,20 +227,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         log_hparams(trainer, cfg, metrics)
         print_summary(metrics, out_dir)
     result["metrics"] = metrics
-    return result
-
-    # final evaluation with the weights in place at the end (the EMA weights when the run averages them)
-    trainer.validate(model, datamodule=datamodule, verbose=False)
-    metrics = collect_metrics(trainer, model)
-    metrics.update(describe_run(cfg, model, datamodule))
-    if trainer.is_global_zero:
-        write_metrics(out_dir / "metrics.json", metrics)
-        log_hparams(trainer, cfg, metrics)
-        print_summary(metrics, out_dir)
-    result["metrics"] = metrics
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        # the next job of a multirun launches its own ranks and process group
-        torch.distributed.destroy_process_group()
     return result
 
 
