@@ -89,6 +89,21 @@ class OutputDirCheck(Callback):
 
     def on_run_start(self, config, **kwargs) -> None:
         self._check(config, "run")
+        if kwargs.get("config_name") == "train":
+            # one run per folder: take the lock before Hydra writes .hydra/ and train.log (gensuite.run_lock)
+            from gensuite.errors import ConfigError
+            from gensuite.run_lock import hold_run_folder
+
+            try:
+                hold_run_folder(str(config.hydra.run.dir))
+            except ConfigError as error:
+                print("\n" + error.render() + "\n", file=sys.stderr, flush=True)
+                sys.exit(error.exit_code)
+
+    def on_run_end(self, config, **kwargs) -> None:
+        from gensuite.run_lock import release_all
+
+        release_all()
 
     def on_multirun_start(self, config, **kwargs) -> None:
         self._check(config, "sweep")

@@ -21,12 +21,15 @@ from gensuite.checkpoint_io import AtomicCheckpointIO, remove_stale_temporaries
 from gensuite.config import flatten, instantiate_checked, to_plain
 from gensuite.errors import CheckpointError, ConfigError
 from gensuite.launch import ranks_of_this_job
+from gensuite.resume import ResumePath, check_resume, resume_callbacks
+from gensuite.run_lock import hold_run_folder, releases_run_folder
 
 
 def prepare_output_dir(cfg: DictConfig) -> Path:
     out = Path(cfg.paths.output_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
+        hold_run_folder(out)  # one run per folder, taken before anything is written (gensuite.run_lock)
         probe = out / ".write-test"
         probe.write_text("ok")
         probe.unlink()
@@ -101,7 +104,9 @@ def resolve_ckpt_path(cfg: DictConfig, model: L.LightningModule) -> str | None:
             fix="resume with the model settings the checkpoint was trained with (its config is in the run "
             "folder's .hydra/config.yaml)",
         )
-    return str(path)
+    # every other changed setting: applied (printed) or refused (gensuite.resume.RESUME_RULES)
+    redo = check_resume(ckpt["gensuite"]["config"], to_plain(cfg), str(path))
+    return ResumePath(str(path), redo)
 
 
 def config_differences(theirs: dict, ours: dict, prefix: str = "model") -> list[str]:
@@ -184,6 +189,7 @@ def compile_parts(model: L.LightningModule) -> None:
             child.compile()
 
 
+@releases_run_folder  # the run folder's lock (taken in prepare_output_dir) is released however the run ends
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train one model as configured and evaluate it. Returns metrics and the objects (for tests and sweeps)."""
     check_environment(cfg)
@@ -196,6 +202,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     model = instantiate_checked(cfg, "model")
     ckpt_path = resolve_ckpt_path(cfg, model)
     callbacks = build_callbacks(cfg)
+    callbacks += resume_callbacks(ckpt_path)  # new optimiser settings over the restored ones (gensuite.resume)
     logger = instantiate_checked(cfg, "logger") if cfg.get("logger") else False
     # checkpoints are written atomically beside their target (see gensuite.checkpoint_io)
     plugins = [AtomicCheckpointIO()]
