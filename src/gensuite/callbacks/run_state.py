@@ -8,6 +8,9 @@ import lightning as L
 import numpy as np
 import torch
 
+from gensuite.data.order import mark_trained, position, resume_position
+from gensuite.lightning_compat import repair_restart_after_last_batch
+
 
 def _rng_state() -> dict:
     np_state = np.random.get_state()
@@ -34,13 +37,14 @@ def _set_rng_state(state: dict) -> None:
 class RunState(L.Callback):
     """Stores ``config`` (plain data) and ``family`` in every checkpoint, and restores RNG states on resume.
 
-    With the RNG restored, a run resumed from an epoch-end checkpoint draws the same shuffles and noise as an
-    uninterrupted run would.
+    With the RNG and the data order's position (`gensuite.data.order`) restored, a run resumed from any checkpoint
+    (epoch end, mid-epoch, SIGTERM) trains on the same batches with the same noise as an uninterrupted run.
     """
 
     def __init__(self, config: dict):
         self.config = config
         self._pending_rng: dict | None = None
+        self._training_rng: dict | None = None
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         checkpoint["gensuite"] = {
@@ -49,12 +53,31 @@ class RunState(L.Callback):
             "format": 1,
         }
         checkpoint["gensuite_rng"] = _rng_state()
+        checkpoint["gensuite_data_position"] = position(trainer)
+
+    # validation draws noise too (a VAE's reparameterisation, diffusion's timesteps): the training stream of
+    # random numbers is put back after it, so that when and how often a run validates (or whether a resumed run
+    # repeats a validation) never changes the weights it trains
+    def on_validation_start(self, trainer, pl_module) -> None:
+        self._training_rng = _rng_state() if trainer.state.fn == "fit" else None
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if self._training_rng is not None:
+            _set_rng_state(self._training_rng)
+            self._training_rng = None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        # the data order's position counts trained batches; checkpoint callbacks run after this one
+        mark_trained(trainer)
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         # applied when training starts, after the sanity-check validation (which draws noise) has run
         self._pending_rng = checkpoint.get("gensuite_rng")
+        # called before the training loader is built: it is built at the saved position
+        resume_position(trainer, checkpoint.get("gensuite_data_position"))
 
     def on_train_start(self, trainer, pl_module) -> None:
+        repair_restart_after_last_batch(trainer)
         if self._pending_rng is not None:
             _set_rng_state(self._pending_rng)
             self._pending_rng = None

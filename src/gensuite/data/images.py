@@ -18,33 +18,12 @@ import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 
+from gensuite.data.order import ResumableLoader, train_order
 from gensuite.errors import ConfigError, DataError, require_positive
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
-
-
-class EpochShuffle(Sampler[int]):
-    """A random order that depends only on ``(seed, epoch)`` (Lightning calls ``set_epoch`` each epoch).
-
-    With the default RandomSampler the order comes from the global RNG, and when Lightning creates the loader's
-    iterator moves between a fresh and a resumed run, so a resumed run would see other batches. Here a resumed
-    run replays exactly the order the uninterrupted run would have used.
-    """
-
-    def __init__(self, n: int, seed: int = 0):
-        self.n, self.seed, self.epoch = n, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self):
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        yield from torch.randperm(self.n, generator=g).tolist()
-
-    def __len__(self) -> int:
-        return self.n
 
 
 def as_batch(batch):
@@ -217,10 +196,12 @@ class ImageDataModule(L.LightningDataModule):
         in_memory = isinstance(ds, TensorImages)
         if in_memory:
             ds = self._placed(ds)
-        return DataLoader(
+        trainer = getattr(self, "trainer", None)
+        return (ResumableLoader if train else DataLoader)(
             ds,
             batch_size=batch_size,
-            sampler=EpochShuffle(len(ds), self.seed) if train else None,
+            # the order depends on (seed, epoch) only, and its position is saved in checkpoints (gensuite.data.order)
+            sampler=train_order(len(ds), self.seed, batch_size, trainer) if train else None,
             # a private generator: creating the iterator then draws no seed from the global RNG (model noise)
             generator=torch.Generator().manual_seed(self.seed),
             drop_last=train and len(ds) >= batch_size,

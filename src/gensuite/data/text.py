@@ -1,9 +1,9 @@
 """Text data modules: a UTF-8 text held as one byte tensor, served as windows of ``seq_len`` bytes.
 
 Batches are ``(tokens, labels)``: ``tokens`` ``(B, seq_len)`` int64 byte ids in 0..255, ``labels`` ``(B,)`` all -1
-(text has no classes). Training windows start at any byte (shuffled every epoch, so an epoch is one window per
-start position and runs are budgeted in steps); validation windows tile the validation text without overlap, so
-the validation NLL covers every validation byte once (the last partial window is left out).
+(text has no classes). Training windows start at any byte (shuffled every epoch by ``(seed, epoch)``, so an epoch
+is one window per start position and runs are budgeted in steps); validation windows tile the validation text
+without overlap, so the validation NLL covers every validation byte once (the last partial window is left out).
 
 The split into train and validation is deterministic and needs no seed: the text is cut into blocks of
 ``split_block`` bytes, and an evenly spaced ``val_fraction`` of them go to validation. Blocks from the whole text
@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from gensuite.data.images import as_batch
+from gensuite.data.order import ResumableLoader, train_order
 from gensuite.errors import ConfigError, DataError, require_positive
 
 
@@ -86,6 +87,7 @@ class TextDataModule(L.LightningDataModule):
         split_block: int = 4096,
         modality: str = "text",
         num_workers: int = 0,
+        seed: int = 0,
     ):
         super().__init__()
         require_positive(seq_len=seq_len, batch_size=batch_size, eval_batch_size=eval_batch_size)
@@ -97,6 +99,7 @@ class TextDataModule(L.LightningDataModule):
         self.name, self.seq_len = name, seq_len
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.val_fraction, self.split_block, self.num_workers = val_fraction, split_block, num_workers
+        self.seed = seed  # the order of the training windows (the split needs none)
         self.train: ByteWindows | None = None
         self.val: ByteWindows | None = None
         self.train_bytes = self.val_bytes = 0
@@ -132,10 +135,13 @@ class TextDataModule(L.LightningDataModule):
         return self._loader(self.val, self.eval_batch_size, train=False)
 
     def _loader(self, ds: Dataset, batch_size: int, train: bool) -> DataLoader:
-        return DataLoader(
+        return (ResumableLoader if train else DataLoader)(
             ds,
             batch_size=batch_size,
-            shuffle=train,
+            # the order depends on (seed, epoch) only, and its position is saved in checkpoints (gensuite.data.order)
+            sampler=train_order(len(ds), self.seed, batch_size, self.trainer) if train else None,
+            # a private generator: creating the iterator then draws no seed from the global RNG (dropout)
+            generator=torch.Generator().manual_seed(self.seed),
             drop_last=train,
             collate_fn=as_batch,
             num_workers=self.num_workers,
