@@ -5,9 +5,17 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: install train test test-all lint format bench compare tensorboard clean
+# every family the suite can train from nothing (latent_diffusion needs a trained VAE's checkpoint)
+FAMILIES ?= vae,gan,diffusion,transformer,vqvae
 
-install: $(STAMP)
+.PHONY: help install train test smoke test-all lint format bench compare tensorboard clean
+.DEFAULT_GOAL := help
+
+help:  ## this list: every target with its one-line description
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-zA-Z_-]+):.*## (.*)/\1\t\2/' | \
+		awk -F '\t' '{ printf "  make %-12s %s\n", $$1, $$2 }'
+
+install: $(STAMP)  ## create .venv and install the suite (editable) with its dev and sweep extras
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,14 +25,19 @@ $(STAMP): pyproject.toml
 train: install  ## train the default family on the embedded default data (mnist5k)
 	$(PY) train.py $(ARGS)
 
-test: install  ## the test suite (offline, CPU)
+test: install  ## the test suite (offline, CPU); a subset: make test ARGS="-k vae -x"
 	$(PY) -m pytest -q $(ARGS)
 
-lint: install
+smoke: install  ## every family through the real train.py on a fast_dev_run (debug=fdr), one multirun job each
+	$(PY) train.py -m model=$(FAMILIES) debug=fdr $(ARGS)
+
+test-all: lint test smoke  ## everything CI can check without a GPU: lint, the test suite, the smoke runs
+
+lint: install  ## ruff check and ruff format --check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-format: install
+format: install  ## ruff format and ruff check --fix
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
@@ -34,9 +47,9 @@ bench: install  ## benchmarks: printed figures, never asserted
 compare: install  ## every family, same data, same budget: report.md / report.html
 	$(PY) compare.py $(ARGS)
 
-tensorboard: install
+tensorboard: install  ## TensorBoard over logs/
 	$(VENV)/bin/tensorboard --logdir logs
 
-clean:
+clean:  ## remove run outputs (logs/runs, logs/multiruns) and caches of pytest and ruff
 	rm -rf logs/runs logs/multiruns .pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

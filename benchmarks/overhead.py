@@ -15,6 +15,7 @@ import torch
 
 from benchmarks.common import compose_cfg, machine, table
 from gensuite.config import instantiate_checked
+from gensuite.loggers import build_loggers
 from gensuite.train import build_callbacks
 
 STEPS, WARMUP = 60, 10
@@ -41,7 +42,7 @@ def suite_steps_per_s(cfg) -> float:
     dm, model = instantiate_checked(cfg, "data"), instantiate_checked(cfg, "model")
     clock = StepClock()
     callbacks = [cb for cb in build_callbacks(cfg) if type(cb).__name__ != "Evaluation"] + [clock]
-    trainer = instantiate_checked(cfg, "trainer", callbacks=callbacks, logger=instantiate_checked(cfg, "logger"))
+    trainer = instantiate_checked(cfg, "trainer", callbacks=callbacks, logger=build_loggers(cfg))
     trainer.fit(model, datamodule=dm)
     return clock.steps / (clock.t1 - clock.t0)
 

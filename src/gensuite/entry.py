@@ -1,8 +1,10 @@
 """The command-line entry points behind ``train.py``, ``eval.py``, ``sample.py`` and ``compare.py``.
 
 Each is a thin ``@hydra.main`` wrapper. The heavy imports (torch, Lightning) happen inside, after Hydra has
-composed the config, so a mistyped option is reported in about a second. A user's mistake (`GensuiteError`) is
-printed as a short message and exits with status 2; anything else is a bug and keeps its traceback.
+composed the config, so a mistyped option is reported in about a second; then the libraries' log lines are routed
+through Hydra's logging, once each and without advertising (`gensuite.loggers.route_library_logs`). A user's
+mistake (`GensuiteError`) is printed as a short message and exits with status 2; anything else is a bug and keeps
+its traceback.
 
 `checked` runs `gensuite.command_line.check_command_line` before ``@hydra.main``: Hydra reports its own errors
 (unknown option, misspelt key, unparsable override) itself and exits 1, so the command line is composed and its
@@ -49,8 +51,10 @@ def checked(config_name: str):
 def train(cfg: DictConfig) -> float | None:
     from gensuite.command_line import warn_cpu_oversubscription
     from gensuite.config import report_user_errors
+    from gensuite.loggers import route_library_logs
     from gensuite.train import train as run
 
+    route_library_logs()
     with report_user_errors():
         warn_cpu_oversubscription(cfg)
         result = run(cfg)
@@ -65,7 +69,9 @@ def train(cfg: DictConfig) -> float | None:
 def evaluate(cfg: DictConfig) -> None:
     from gensuite.config import report_user_errors
     from gensuite.eval import evaluate as run
+    from gensuite.loggers import route_library_logs
 
+    route_library_logs()
     with report_user_errors():
         run(cfg)
 
@@ -74,8 +80,10 @@ def evaluate(cfg: DictConfig) -> None:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="sample")
 def sample(cfg: DictConfig) -> None:
     from gensuite.config import report_user_errors
+    from gensuite.loggers import route_library_logs
     from gensuite.sample import sample as run
 
+    route_library_logs()
     with report_user_errors():
         run(cfg)
 
@@ -85,6 +93,8 @@ def sample(cfg: DictConfig) -> None:
 def compare(cfg: DictConfig) -> None:
     from gensuite.compare import compare as run
     from gensuite.config import report_user_errors
+    from gensuite.loggers import route_library_logs
 
+    route_library_logs()
     with report_user_errors():
         run(cfg)

@@ -21,6 +21,7 @@ from gensuite.checkpoint_io import AtomicCheckpointIO, remove_stale_temporaries
 from gensuite.config import flatten, instantiate_checked, to_plain
 from gensuite.errors import CheckpointError, ConfigError
 from gensuite.launch import ranks_of_this_job
+from gensuite.loggers import build_loggers, tensorboard_writer
 from gensuite.resume import ResumePath, check_resume, resume_callbacks
 from gensuite.run_lock import hold_run_folder, releases_run_folder
 
@@ -48,6 +49,33 @@ def check_environment(cfg: DictConfig) -> None:
         raise ConfigError(
             f"trainer.accelerator={accelerator} but this machine has no CUDA GPU",
             fix="train on the CPU: trainer=cpu (or trainer.accelerator=cpu / auto)",
+        )
+
+
+def check_trainer_for_model(cfg: DictConfig, model: L.LightningModule) -> None:
+    """Trainer settings Lightning refuses for this model (``MisconfigurationException`` from inside ``fit``, a
+    traceback), caught before the trainer is built: under manual optimisation (``automatic_optimization=False``,
+    e.g. the GAN, whose step updates two networks by its own rule) the Trainer can neither accumulate gradients nor
+    clip them."""
+    if model.automatic_optimization:
+        return
+    why = f"model={model.family} optimises manually (its training step calls the optimisers itself), and"
+    accumulate = OmegaConf.select(cfg, "trainer.accumulate_grad_batches", default=1)
+    if accumulate not in (None, 1):
+        batch = OmegaConf.select(cfg, "data.batch_size", default=None)
+        bigger = f"data.batch_size={batch * accumulate}" if isinstance(batch, int) else "data.batch_size=<larger>"
+        raise ConfigError(
+            f"trainer.accumulate_grad_batches={accumulate}: {why} Lightning accumulates gradients only under "
+            "automatic optimisation",
+            fix=f"trainer.accumulate_grad_batches=1; for the same number of examples per update: {bigger}",
+        )
+    clip = OmegaConf.select(cfg, "trainer.gradient_clip_val", default=None)
+    if clip is not None and clip > 0:
+        own = sorted(k for k in (cfg.get("model") or {}) if str(k).startswith("clip_grad"))
+        per_network = " or ".join(f"model.{k}={clip}" for k in own)
+        raise ConfigError(
+            f"trainer.gradient_clip_val={clip}: {why} Lightning clips gradients only under automatic optimisation",
+            fix="trainer.gradient_clip_val=null" + (f"; to clip per network: {per_network}" if own else ""),
         )
 
 
@@ -149,8 +177,8 @@ def collect_metrics(trainer: L.Trainer, model: L.LightningModule) -> dict[str, A
 
 def log_hparams(trainer: L.Trainer, cfg: DictConfig, metrics: dict[str, Any]) -> None:
     """Write the hparams-tab summary: the flat config against the final numeric metrics (already logged)."""
-    writer = getattr(trainer.logger, "experiment", None)
-    if writer is None or not hasattr(writer, "_get_file_writer"):
+    writer = tensorboard_writer(trainer)
+    if writer is None:  # no TensorBoard logger (logger=csv), or fast_dev_run (Lightning's dummy logger)
         return
     from torch.utils.tensorboard.summary import hparams
 
@@ -200,13 +228,20 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         torch.set_float32_matmul_precision(cfg.matmul_precision)
     datamodule = instantiate_checked(cfg, "data")
     model = instantiate_checked(cfg, "model")
+    check_trainer_for_model(cfg, model)
     ckpt_path = resolve_ckpt_path(cfg, model)
     callbacks = build_callbacks(cfg)
     callbacks += resume_callbacks(ckpt_path)  # new optimiser settings over the restored ones (gensuite.resume)
-    logger = instantiate_checked(cfg, "logger") if cfg.get("logger") else False
+    logger = build_loggers(cfg)  # TensorBoard and CSV by default (conf/logger/)
     # checkpoints are written atomically beside their target (see gensuite.checkpoint_io)
     plugins = [AtomicCheckpointIO()]
     trainer: L.Trainer = instantiate_checked(cfg, "trainer", callbacks=callbacks, logger=logger, plugins=plugins)
+    if trainer.fast_dev_run:
+        # Lightning 2.6.6 mutes ModelCheckpoint under fast_dev_run except its on_train_end, which still writes
+        # last.ckpt: a debug run's checkpoint that `ckpt_path=last` would then resume from
+        for checkpoint in trainer.checkpoint_callbacks:
+            if hasattr(checkpoint, "save_last"):
+                checkpoint.save_last = False
     if trainer.is_global_zero:
         for leftover in remove_stale_temporaries(out_dir / "checkpoints"):
             print(f"[gensuite] removed {leftover.name}, left by a checkpoint write that was killed")
@@ -250,13 +285,17 @@ def print_summary(metrics: dict[str, Any], out_dir: Path) -> None:
             table.add_row(k, f"{v:.4g}" if isinstance(v, float) else str(v))
     console = Console(width=100)
     console.print(table)
-    ckpts = out_dir / "checkpoints"
-    console.print(
-        f"run folder   {out_dir}\n"
-        f"checkpoints  {ckpts}/last.ckpt (and the best by the monitored metric)\n"
-        f"samples      {out_dir / 'samples.png'}\n"
-        f"metrics      {out_dir / 'metrics.json'}\n"
-        f"tensorboard  tensorboard --logdir {out_dir.parent}\n"
-        f"sample more  python sample.py ckpt_path={ckpts / 'last.ckpt'} n=64",
-        highlight=False,
-    )
+    last = out_dir / "checkpoints" / "last.ckpt"
+    lines = [f"run folder   {out_dir}"]
+    if last.is_file():
+        lines.append(f"checkpoints  {last} (and the best by the monitored metric)")
+    else:  # trainer.fast_dev_run (debug=fdr) writes none
+        lines.append(f"checkpoints  no last.ckpt in {last.parent} (a trainer.fast_dev_run writes none)")
+    lines += [f"samples      {out_dir / 'samples.png'}", f"metrics      {out_dir / 'metrics.json'}"]
+    if (out_dir / "csv" / "metrics.csv").is_file():
+        lines.append(f"csv          {out_dir / 'csv' / 'metrics.csv'} (pandas.read_csv)")
+    if (out_dir / "tensorboard").is_dir():
+        lines.append(f"tensorboard  tensorboard --logdir {out_dir.parent}")
+    if last.is_file():
+        lines.append(f"sample more  python sample.py ckpt_path={last} n=64")
+    console.print("\n".join(lines), highlight=False)

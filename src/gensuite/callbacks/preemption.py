@@ -20,6 +20,8 @@ class PreemptionCheckpoint(L.Callback):
         self.path = Path(dirpath) / f"{filename}.ckpt"
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        if trainer.fast_dev_run:  # a fast_dev_run writes no checkpoint, as Lightning's own callbacks
+            return
         if isinstance(exception, (SystemExit, KeyboardInterrupt)):  # SIGTERMException is a SystemExit
             trainer.save_checkpoint(self.path)
             if trainer.is_global_zero:
