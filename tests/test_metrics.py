@@ -64,8 +64,8 @@ def test_classifier_extractor_is_accurate_and_cached(mnist, evaluator, cache_dir
 
 
 def test_fid_matches_an_independent_scipy_computation(evaluator):
-    real = evaluator.reference["a"]["features"][:500].double()
-    fake = evaluator.reference["b"]["features"][:500].double() * 1.3 + 0.5
+    real = evaluator.reference["train"]["features"][:500].double()
+    fake = evaluator.reference["train"]["features"][500:1000].double() * 1.3 + 0.5
     ours = fid_from_features(real, fake)
     theirs = frechet_numpy(real.numpy(), fake.numpy())
     assert ours == pytest.approx(theirs, rel=1e-3)
@@ -73,8 +73,7 @@ def test_fid_matches_an_independent_scipy_computation(evaluator):
 
 
 def test_real_images_score_near_the_floor_and_noise_scores_far(mnist, evaluator):
-    half = len(mnist.train) // 2
-    real_b, _ = mnist.real_images("train", 600, offset=half)
+    real_b, _ = mnist.real_images("train", 600)  # the floor's images: training images against the held-out set
     real = evaluator.evaluate(Replay(real_b))
     noise = evaluator.evaluate(Replay(None))
     floor = real["val/fid_classifier_floor"]
@@ -85,6 +84,43 @@ def test_real_images_score_near_the_floor_and_noise_scores_far(mnist, evaluator)
     assert real["val/precision_classifier"] > 0.6 and real["val/recall_classifier"] > 0.6
     assert noise["val/precision_classifier"] < 0.05
     assert real["time/sample_images_per_s"] > 0
+
+
+# -- the held-out reference, the copy rate, the intervals ----------------------------------------------------------
+def test_the_held_out_split_is_disjoint_and_never_reaches_a_loader(mnist):
+    assert (len(mnist.train), len(mnist.val), len(mnist.test)) == (4000, 500, 500)
+    rows = lambda ds: {bytes(x) for x in ds.images.flatten(1).numpy()}  # noqa: E731
+    train, val, test = rows(mnist.train), rows(mnist.val), rows(mnist.test)
+    assert not (train & test) and not (val & test)
+    assert torch.bincount(mnist.test.labels).tolist() == [50] * 10  # stratified
+    loaders = [mnist.train_dataloader(), mnist.val_dataloader()]
+    assert all(loader.dataset is not mnist.test for loader in loaders)
+    # the split does not move with the training seed (only the batch order does)
+    other = MNIST5k(seed=7)
+    other.setup()
+    assert torch.equal(other.test.images, mnist.test.images) and other.fingerprint() == mnist.fingerprint()
+
+
+def test_copy_rate_catches_a_copier_and_is_its_percentile_for_held_out_images(mnist, evaluator):
+    copies = evaluator.evaluate(Replay(mnist.real_images("train", 600)[0]))
+    held_out = evaluator.evaluate(Replay(mnist.real_images("test")[0]), n=500)
+    unseen = evaluator.evaluate(Replay(mnist.real_images("val")[0]), n=500)
+    for space in ("classifier", "pixels"):
+        assert copies[f"val/copy_rate_{space}"] == 1.0
+        assert held_out[f"val/copy_rate_{space}"] == pytest.approx(0.05, abs=0.006)  # by construction
+        assert unseen[f"val/copy_rate_{space}"] < 0.15  # other unseen images: near the same baseline
+    # a copier's train-referenced FID sits at its floor; against the held-out set it is an ordinary real sample
+    assert copies["val/fid_classifier_train"] < 1.5 * copies["val/fid_classifier_train_floor"] + 1e-3
+
+
+def test_bootstrap_interval_holds_the_full_sample_value_and_shrinks_with_n(mnist, evaluator):
+    widths = {}
+    for n in (150, 600):
+        m = evaluator.evaluate(Replay(mnist.real_images("train", n, offset=1000)[0]), n=n)
+        for key in ("fid_classifier", "precision_classifier", "recall_classifier"):
+            assert m[f"val/{key}_lo"] <= m[f"val/{key}"] <= m[f"val/{key}_hi"], (n, key, m)
+        widths[n] = m["val/fid_classifier_hi"] - m["val/fid_classifier_lo"]
+    assert widths[600] < 0.8 * widths[150]
 
 
 def test_fid_does_not_depend_on_the_evaluation_batch_size(mnist, evaluator):

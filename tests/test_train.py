@@ -40,6 +40,12 @@ def test_run_writes_metrics_checkpoints_samples(vae_run):
         "val/fid_classifier_floor",
         "val/kid_classifier",
         "val/kid_classifier_floor",
+        "val/fid_classifier_train",
+        "val/fid_classifier_train_floor",
+        "val/copy_rate_classifier",
+        "val/copy_rate_pixels",
+        "val/fid_classifier_lo",
+        "val/fid_classifier_hi",
         "val/precision_classifier",
         "val/recall_classifier",
         "val/coverage_classes",
@@ -55,9 +61,12 @@ def test_run_writes_metrics_checkpoints_samples(vae_run):
         assert key in metrics, key
     assert "val/nll_bpd" not in metrics  # Bernoulli VAE: no 8-bit likelihood, so the key is absent (not 0)
     assert metrics["features/val_acc"] >= 0.97
+    assert 0 <= metrics["val/copy_rate_classifier"] <= 1 and 0 <= metrics["val/copy_rate_pixels"] <= 1
+    assert metrics["val/fid_classifier_lo"] <= metrics["val/fid_classifier"] <= metrics["val/fid_classifier_hi"]
     assert 0 <= metrics["val/coverage_classes"] <= 10
     assert metrics["run/family"] == "vae" and metrics["eval/n_samples"] == 200
     assert (out / "checkpoints" / "last.ckpt").is_file()
+    assert (out / "nearest_training_images.png").is_file()  # samples above their nearest training images
     for name in ("samples", "reconstructions", "interpolation"):
         assert Image.open(out / f"{name}.png").size[0] > 28
 
@@ -77,6 +86,7 @@ def test_tensorboard_holds_scalars_images_and_hparams(vae_run):
     tags = acc.Tags()
     assert {"train/loss", "val/fid_classifier", "val/nelbo_nats"} <= set(tags["scalars"])
     assert {"samples/samples", "samples/reconstructions", "samples/interpolation"} <= set(tags["images"])
+    assert "samples/nearest_training_images" in tags["images"]
     plugins = acc.PluginTagToContent("hparams")
     assert "_hparams_/session_start_info" in plugins
 

@@ -74,7 +74,7 @@ def _fid_curve(path: Path) -> list[tuple[float, float]]:
     acc = EventAccumulator(str(events), size_guidance={"scalars": 0})
     acc.Reload()
     tags = set(acc.Tags().get("scalars", []))
-    fid_tag = next((t for t in sorted(tags) if t.startswith("val/fid_") and not t.endswith("_floor")), None)
+    fid_tag = next((t for t in sorted(tags) if t.startswith("val/fid_") and t.count("_") == 1), None)
     if fid_tag is None or "time/train_elapsed_s" not in tags:
         return []
     elapsed = {e.step: e.value for e in acc.Scalars("time/train_elapsed_s")}
@@ -96,6 +96,8 @@ def columns(ext: str) -> list[tuple[str, str, str]]:
         (f"KID ({ext}) ↓", f"val/kid_{ext}", ".4f"),
         (f"precision ({ext}) ↑", f"val/precision_{ext}", ".3f"),
         (f"recall ({ext}) ↑", f"val/recall_{ext}", ".3f"),
+        (f"FID vs train ({ext})", f"val/fid_{ext}_train", ".2f"),
+        (f"copy rate ({ext}) ↓", f"val/copy_rate_{ext}", ".3f"),
         ("classes covered ↑", "val/coverage_classes", ".1f"),
         ("bits/dim ↓", "val/nll_bpd", ".3f"),
         ("sampling img/s ↑", "time/sample_images_per_s", ".4g"),

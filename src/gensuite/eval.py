@@ -1,7 +1,11 @@
-"""``python eval.py ckpt_path=X``: the final evaluation of `train`, run again from a checkpoint.
+"""``python eval.py ckpt_path=X``: the final evaluation of `train`, run again from a checkpoint; or
+``python eval.py samples=PATH data=D``: the same sample metrics of given samples (another tool's, or
+``sample.py format=npz``'s) against the reference of data config ``D``.
 
-By default the evaluation settings are the ones the run used (from the checkpoint), with any ``metrics.*`` given
-on the command line applied on top — so ``eval.py`` on a run's checkpoint reproduces its ``metrics.json``.
+By default the evaluation settings of a checkpoint are the ones the run used (from the checkpoint), with any
+``metrics.*`` given on the command line applied on top — so ``eval.py`` on a run's checkpoint reproduces its
+``metrics.json``. Samples are scored with the ``metrics`` config group as composed. Reading and checking sample
+files is `gensuite.samples_io`.
 """
 
 from __future__ import annotations
@@ -13,9 +17,11 @@ from typing import Any
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
+from gensuite import samples_io
 from gensuite.callbacks.evaluation import Evaluation
 from gensuite.checkpoint import load_model
 from gensuite.config import instantiate_checked
+from gensuite.errors import ConfigError
 from gensuite.sample import apply_sampler, pick_device
 from gensuite.train import collect_metrics, print_summary
 
@@ -38,7 +44,37 @@ def metrics_config(cfg: DictConfig, run_cfg: DictConfig) -> DictConfig:
     return merged
 
 
+DATA_DIR = Path(__file__).resolve().parents[2] / "conf" / "data"
+IMAGE_DATA = sorted(p.stem for p in DATA_DIR.glob("*.yaml") if "modality: text" not in p.read_text())
+WHAT = "ckpt_path=<.ckpt> scores a model; samples=<.npz | .npy | folder of images> data=<data> scores given samples"
+
+
+def check_source(cfg: DictConfig) -> str:
+    """``"ckpt"`` or ``"samples"``: exactly one of them, with the settings that go with it."""
+    ckpt, samples = cfg.get("ckpt_path"), cfg.get("samples")
+    if ckpt and samples:
+        raise ConfigError("ckpt_path= and samples= were both given: eval.py scores one of them", fix=WHAT)
+    if not ckpt and not samples:
+        raise ConfigError("nothing to score: give ckpt_path= or samples=", fix=WHAT)
+    if ckpt and cfg.get("data") is not None:
+        raise ConfigError(
+            "data= was given with ckpt_path=: a checkpoint is scored against the data it was trained on (its "
+            "config travels inside it); data= is the reference of samples=",
+            fix="drop data=",
+        )
+    if samples and cfg.get("data") is None:
+        raise ConfigError(
+            f"samples={samples} needs data=<name>: the data whose real images are the reference",
+            fix=f"add data=<one of {', '.join(IMAGE_DATA)}>, the data the samples imitate",
+        )
+    if samples and cfg.get("sampler") is not None:
+        raise ConfigError("sampler= applies to a checkpoint's sampling, not to given samples", fix="drop sampler=")
+    return "ckpt" if ckpt else "samples"
+
+
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    if check_source(cfg) == "samples":
+        return evaluate_samples(cfg)
     model, run_cfg = load_model(cfg.ckpt_path)
     apply_sampler(model, cfg)
     if cfg.get("seed") is not None:
@@ -66,3 +102,63 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     print_summary(metrics, run_dir)
     print(f"[gensuite] metrics written to {out}")
     return metrics
+
+
+def evaluate_samples(cfg: DictConfig) -> dict[str, Any]:
+    """Score ``cfg.samples`` against the reference of ``cfg.data`` with the ``cfg.metrics`` evaluator. The file is
+    read and checked before the feature extractor is prepared (a mistake costs no training)."""
+    if cfg.get("seed") is not None:
+        L.seed_everything(int(cfg.seed), verbose=False)
+    datamodule = instantiate_checked(cfg, "data")
+    if getattr(datamodule, "modality", "image") != "image":
+        raise ConfigError(
+            f"data={datamodule.name} is {datamodule.modality}: samples= scores images against image data",
+            fix="data=<image data> (mnist5k, digits, image_folder, ...); score a text model with ckpt_path=",
+        )
+    path = Path(cfg.samples).expanduser()
+    array, source = samples_io.read_samples(path, datamodule.channels)
+    images, notes = samples_io.as_images(
+        array, datamodule.channels, datamodule.image_size, source, f"data={datamodule.name}"
+    )
+    notes += samples_io.count_notes(len(images), int(cfg.metrics.kid_subset_size), int(cfg.metrics.n_samples), source)
+    evaluator = instantiate_checked(cfg, "metrics")
+    device = pick_device(cfg.device)
+    datamodule.setup("validate")
+    evaluator.prepare(datamodule, device)
+    metrics = evaluator.evaluate_images(images)
+    if not metrics:
+        raise ConfigError(
+            f"no sample metric can be computed with metrics.features={cfg.metrics.features} on data="
+            f"{datamodule.name}" + "".join(f"\n  {note}" for note in getattr(evaluator, "notes", [])),
+            fix="metrics.features=classifier (labelled data) or metrics.features=inception "
+            "metrics.inception_weights=<file>",
+        )
+    metrics.update(getattr(evaluator, "last_info", {}))
+    notes = list(getattr(evaluator, "notes", [])) + notes
+    if notes:
+        metrics["eval/notes"] = " | ".join(notes)
+    metrics["eval/samples_path"] = str(path)
+    metrics["eval/data"] = datamodule.name
+    name = path.name if path.is_dir() else path.stem
+    out = Path(cfg.out) if cfg.get("out") else path.parent / f"eval-{name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(metrics, indent=2, sort_keys=True, default=str) + "\n")
+    print_metrics(metrics, f"{len(images)} samples against data={datamodule.name}")
+    for note in notes:
+        print(f"[gensuite] note: {note}")
+    print(f"[gensuite] metrics written to {out}")
+    return metrics
+
+
+def print_metrics(metrics: dict[str, Any], title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, show_header=True)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for k in sorted(metrics):
+        if k.startswith(("val/", "features/")):
+            v = metrics[k]
+            table.add_row(k, f"{v:.4g}" if isinstance(v, float) else str(v))
+    Console(width=100).print(table)

@@ -1,17 +1,30 @@
-"""``python sample.py ckpt_path=X n=64``: samples from a checkpoint alone (its config travels inside it)."""
+"""``python sample.py ckpt_path=X n=64 [format=grid|npz|png]``: samples from a checkpoint alone (its config travels
+inside it).
+
+The samples are drawn in batches of ``batch_size`` from one generator seeded with ``seed``, so every format of
+the same ``n``, ``seed`` and ``batch_size`` holds the same samples (the grid's pixels are the ``npz``'s values).
+Reading and writing sample files is `gensuite.samples_io`.
+"""
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torchvision.utils import save_image
 
+from gensuite import samples_io
 from gensuite.callbacks.evaluation import grid_of
 from gensuite.checkpoint import load_model
 from gensuite.config import instantiate_checked
 from gensuite.errors import ConfigError
+
+FORMATS = {"grid": "a PNG grid", "npz": "uint8 (N, H, W, C) under 'samples' in an .npz", "png": "a folder of PNGs"}
+TEXT_FORMATS = {"grid": "the samples as a .txt file"}
 
 
 def pick_device(name: str) -> torch.device:
@@ -34,28 +47,107 @@ def apply_sampler(model: torch.nn.Module, cfg: DictConfig) -> None:
     model.set_sampler(instantiate_checked(cfg, "sampler"))
 
 
+def class_labels(model: torch.nn.Module, n: int, generator: torch.Generator) -> tuple[dict, torch.Tensor | None]:
+    """The labels a conditional model is given for ``n`` samples, as ``(keyword for model.sample, labels)``.
+
+    They are chosen here and passed in, so the labels stored are the ones the samples were drawn with: the GAN's
+    own balanced labels (``sample_labels``), uniform labels from ``generator`` for diffusion (what its ``sample``
+    draws when given none). An unconditional model, or one that takes no labels, gets ``({}, None)``.
+    """
+    k = int(getattr(model, "num_classes", 0) or 0)
+    if k <= 0:
+        return {}, None
+    takes = inspect.signature(model.sample).parameters
+    if "labels" in takes and hasattr(model, "sample_labels"):
+        labels = model.sample_labels(n)
+        return {"labels": labels}, labels
+    if "y" in takes:
+        labels = torch.randint(0, k, (n,), generator=generator, device=generator.device)
+        return {"y": labels}, labels
+    return {}, None
+
+
+def draw(
+    model: torch.nn.Module, n: int, generator: torch.Generator, batch_size: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+    """``n`` samples in batches of at most ``batch_size``: ``(samples, labels or None)`` per batch, on the CPU."""
+    done = 0
+    while done < n:
+        b = min(batch_size, n - done)
+        kwargs, labels = class_labels(model, b, generator)
+        with torch.no_grad():
+            out = model.sample(b, generator=generator, **kwargs)
+        yield out.cpu(), (labels.cpu() if labels is not None else None)
+        done += b
+
+
+def is_text(model: torch.nn.Module, run_cfg: DictConfig) -> bool:
+    return bool(getattr(model, "is_text", False)) or OmegaConf.select(run_cfg, "data.modality") == "text"
+
+
+def check_format(cfg: DictConfig) -> str:
+    fmt = str(cfg.format)
+    if fmt not in FORMATS:
+        raise ConfigError(
+            f"format={fmt}: no such format; valid: " + ", ".join(f"{k} ({v})" for k, v in FORMATS.items()),
+            fix="format=grid (the default), format=npz or format=png",
+        )
+    out = Path(cfg.out) if cfg.out else None
+    if fmt == "npz" and out is not None and out.suffix != ".npz":
+        raise ConfigError(f"out={cfg.out}: format=npz writes an .npz file", fix=f"out={out.with_suffix('.npz')}")
+    if fmt == "png" and out is not None and (out.suffix.lower() == ".png" or (out.exists() and not out.is_dir())):
+        raise ConfigError(f"out={cfg.out}: format=png writes a folder of PNGs", fix=f"out={out.with_suffix('')}")
+    if fmt == "png" and out is not None and out.is_dir() and any(out.iterdir()):
+        raise ConfigError(
+            f"out={cfg.out} is a folder that already holds files: a later eval.py samples= would score them too",
+            fix="give a new folder, or empty this one",
+        )
+    return fmt
+
+
 def sample(cfg: DictConfig) -> Path:
-    """Draw ``n`` samples with ``seed``; write a PNG grid (images) or a text file (text). Returns its path."""
+    """Draw ``n`` samples with ``seed``; write them as ``format`` (images) or a text file (text). Returns the path."""
+    fmt = check_format(cfg)
     if cfg.n < 1:
         raise ConfigError(f"n must be >= 1, got {cfg.n}", fix="n=64")
-    model, _ = load_model(cfg.ckpt_path)
+    if cfg.batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {cfg.batch_size}", fix="batch_size=500")
+    model, run_cfg = load_model(cfg.ckpt_path)
+    if is_text(model, run_cfg) and fmt not in TEXT_FORMATS:
+        raise ConfigError(
+            f"format={fmt}: a {getattr(model, 'family', '?')} model of text samples text, not images; the valid "
+            "format for text is " + ", ".join(f"{k} ({v})" for k, v in TEXT_FORMATS.items()),
+            fix="drop format= (format=grid is the default)",
+        )
     device = pick_device(cfg.device)
     model.to(device)
     apply_sampler(model, cfg)
     g = torch.Generator(device=device).manual_seed(int(cfg.seed))
-    with torch.no_grad():
-        out = model.sample(int(cfg.n), generator=g)
     ckpt = Path(cfg.ckpt_path)
     run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
-    if torch.is_floating_point(out) and out.dim() == 4:
-        path = Path(cfg.out) if cfg.out else run_dir / f"samples-{cfg.n}-seed{cfg.seed}.png"
+    stem = f"samples-{cfg.n}-seed{cfg.seed}"
+    raw = fmt in ("npz", "png")  # uint8 batch by batch: 4x less memory than floats for large n
+    parts, label_parts = [], []
+    for x, y in draw(model, int(cfg.n), g, int(cfg.batch_size)):
+        parts.append(samples_io.to_uint8(x) if raw else x)
+        label_parts.append(y)
+    labels = torch.cat(label_parts).numpy() if label_parts[0] is not None else None
+    if raw:
+        samples = np.concatenate(parts)
+        if fmt == "npz":
+            path = samples_io.write_npz(Path(cfg.out) if cfg.out else run_dir / f"{stem}.npz", samples, labels)
+        else:
+            path = samples_io.write_png_folder(Path(cfg.out) if cfg.out else run_dir / stem, samples, labels)
+    elif torch.is_floating_point(parts[0]) and parts[0].dim() == 4:
+        out = torch.cat(parts)
+        path = Path(cfg.out) if cfg.out else run_dir / f"{stem}.png"
         grid = grid_of(out) if not cfg.nrow else grid_of(out.view(-1, int(cfg.nrow), *out.shape[1:]))
         path.parent.mkdir(parents=True, exist_ok=True)
         save_image(grid, path)
     else:
-        texts = model.decode(out)
-        path = Path(cfg.out) if cfg.out else run_dir / f"samples-{cfg.n}-seed{cfg.seed}.txt"
+        texts = model.decode(torch.cat(parts))
+        path = Path(cfg.out) if cfg.out else run_dir / f"{stem}.txt"
         path.write_text("\n\n-----\n\n".join(texts))
         print(texts[0][:2000])
-    print(f"[gensuite] wrote {cfg.n} samples to {path}")
+    print(f"[gensuite] wrote {cfg.n} samples to {path}" + (" (with their labels)" if labels is not None else ""))
     return path

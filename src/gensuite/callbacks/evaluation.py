@@ -24,6 +24,7 @@ import torch
 from lightning.pytorch.callbacks import Timer
 from torchvision.utils import make_grid, save_image
 
+from gensuite.loggers import tensorboard_writer
 from gensuite.metrics.evaluator import Evaluator
 
 
@@ -139,6 +140,14 @@ class Evaluation(L.Callback):
             gather=(lambda t: pl_module.all_gather(t).flatten(0, 1)) if world > 1 else None,
         )
         self.last_metrics = metrics
+        panel = self.evaluator.nearest_panel
+        if trainer.is_global_zero and panel is not None:  # top row: samples; bottom: their nearest training images
+            writer = tensorboard_writer(trainer)
+            if writer is not None:
+                writer.add_image("samples/nearest_training_images", grid_of(panel), trainer.global_step)
+            if not fitting and self.output_dir:
+                Path(self.output_dir).mkdir(parents=True, exist_ok=True)
+                save_image(grid_of(panel), Path(self.output_dir) / "nearest_training_images.png")
         if fitting:
             # every rank takes the same (rank 0's) seconds off, so the ranks' clocks stay in step
             spent = float(trainer.strategy.broadcast(time.perf_counter() - t0, src=0))
@@ -154,15 +163,15 @@ class Evaluation(L.Callback):
 
     def log_panels(self, trainer, pl_module, save: bool) -> None:
         panels = self._panels(trainer, pl_module)
-        experiment = getattr(trainer.logger, "experiment", None)
+        writer = tensorboard_writer(trainer)  # None without a TensorBoard logger, and under fast_dev_run
         for name, panel in panels.items():
             if isinstance(panel, str):
-                if experiment is not None and hasattr(experiment, "add_text"):
-                    experiment.add_text(f"samples/{name}", panel, trainer.global_step)
+                if writer is not None:
+                    writer.add_text(f"samples/{name}", panel, trainer.global_step)
                 continue
             grid = grid_of(panel)
-            if experiment is not None and hasattr(experiment, "add_image"):
-                experiment.add_image(f"samples/{name}", grid, trainer.global_step)
+            if writer is not None:
+                writer.add_image(f"samples/{name}", grid, trainer.global_step)
             if save and self.output_dir:
                 out = Path(self.output_dir)
                 out.mkdir(parents=True, exist_ok=True)

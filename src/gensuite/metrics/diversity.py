@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 
-def _knn_radii(x: torch.Tensor, k: int) -> torch.Tensor:
+def knn_radii(x: torch.Tensor, k: int) -> torch.Tensor:
     """Distance of each row of ``x`` to its k-th nearest other row."""
     d = torch.cdist(x, x)
     return d.kthvalue(k + 1, dim=1).values  # +1: the zero distance to itself
@@ -22,11 +22,11 @@ def _knn_radii(x: torch.Tensor, k: int) -> torch.Tensor:
 def precision_recall_density_coverage(real: torch.Tensor, fake: torch.Tensor, k: int = 3, k_dc: int = 5) -> dict:
     """All four measures for ``real (N, D)`` and ``fake (M, D)`` features (float64 inside)."""
     real, fake = real.double(), fake.double()
-    r_real, r_fake = _knn_radii(real, k), _knn_radii(fake, k)
+    r_real, r_fake = knn_radii(real, k), knn_radii(fake, k)
     d = torch.cdist(real, fake)  # (N, M)
     precision = (d <= r_real[:, None]).any(0).double().mean()
     recall = (d <= r_fake[None, :]).any(1).double().mean()
-    r_real_dc = _knn_radii(real, k_dc)
+    r_real_dc = knn_radii(real, k_dc)
     inside = d <= r_real_dc[:, None]
     density = inside.double().sum(0).mean() / k_dc
     coverage = inside.any(1).double().mean()

@@ -1,10 +1,20 @@
 """One evaluation for every family: it calls ``model.sample(n, generator)`` and never asks which family it is.
 
-Reference statistics: the (seeded, shuffled) train split is cut in two halves. Generated samples are compared
-with half A (the reference); the floor — real images of half B against half A, with the same number of samples
-where the data allows — is what a perfect model would score and is reported beside every FID and KID
-(``val/fid_<extractor>_floor``). Features of both halves are cached on disk by a fingerprint of (data, split,
-resolution, extractor) and reused across runs.
+References (features cached on disk by a fingerprint of data, split, resolution and extractor):
+
+- **held-out** (the headline numbers ``val/fid_<ex>``, ``val/kid_<ex>``, precision / recall / density / coverage):
+  the data's ``test`` split, which no model trains on and no checkpoint is chosen by. The floor
+  (``val/fid_<ex>_floor``) is what a perfect model would score: as many real *training* images as there are
+  samples, against the same held-out reference.
+- **train** (``val/fid_<ex>_train``, with ``val/fid_<ex>_train_floor``): samples against half A of the training
+  split, the floor half B against half A. A model that copies its training images scores at this floor; the gap
+  between the held-out and the train-referenced FID is how much closer the samples are to what was trained on.
+- **copy rate** (``val/copy_rate_<ex>``, ``val/copy_rate_pixels``): the share of samples whose nearest training
+  image is closer than the 5th percentile of the held-out images' nearest-training-image distances. Real unseen
+  images score ~0.05 by construction; a model that reproduces its training images scores towards 1.
+
+``metrics.bootstrap=B`` resamples the generated features B times (no new samples) for 95 % percentile intervals
+``val/<metric>_lo`` / ``val/<metric>_hi`` of FID, precision and recall.
 
 FID, KID and IS come from torchmetrics; the metric objects receive precomputed features through an identity
 "feature network", so the extractor runs once per image and its weights never enter a checkpoint.
@@ -28,7 +38,7 @@ from torchmetrics.image.inception import InceptionScore
 from torchmetrics.image.kid import KernelInceptionDistance
 
 from gensuite.errors import ConfigError
-from gensuite.metrics.diversity import class_coverage, precision_recall_density_coverage
+from gensuite.metrics.diversity import class_coverage, knn_radii, precision_recall_density_coverage
 from gensuite.metrics.features import ClassifierFeatures, InceptionFeatures
 
 EXTRACTORS = ("classifier", "inception", "none")
@@ -91,6 +101,7 @@ class Evaluator:
         inception_weights: local weights file for ``inception`` (else torch hub cache, else download).
         cache_dir: where the classifier and the real features are cached.
         classifier_epochs: training epochs of the ``classifier`` extractor.
+        bootstrap: resamples of the sample set for the 95 % intervals (0: none).
 
     >>> ev = Evaluator(features="classifier", n_samples=500)  # doctest: +SKIP
     >>> ev.prepare(datamodule); ev.evaluate(model)["val/fid_classifier"]  # doctest: +SKIP
@@ -109,6 +120,7 @@ class Evaluator:
         inception_weights: str | None = None,
         cache_dir: str = ".cache/gensuite",
         classifier_epochs: int = 10,
+        bootstrap: int = 100,
     ):
         if features not in EXTRACTORS:
             raise ConfigError(
@@ -129,6 +141,10 @@ class Evaluator:
         self.reference_size = reference_size
         self.inception_weights, self.cache_dir = inception_weights, cache_dir
         self.classifier_epochs = classifier_epochs
+        self.bootstrap = bootstrap
+        self._pixels: torch.Tensor | None = None
+        self._image_shape: tuple[int, ...] | None = None
+        self.nearest_panel: torch.Tensor | None = None
         self.extractor: nn.Module | None = None
         self.reference: dict | None = None
         self.notes: list[str] = []
@@ -171,23 +187,34 @@ class Evaluator:
 
     def _reference(self, datamodule, device) -> dict:
         ext = self.extractor
-        n_train = len(datamodule.train)
-        half = n_train // 2
-        size = min(half, self.reference_size)
-        key = f"{datamodule.name}-{datamodule.fingerprint()}-{ext.name}-{ext.fingerprint}-{size}"
+        held_out = "test" if getattr(datamodule, "test", None) is not None else "val"
+        if held_out == "val":
+            self.notes.append(f"data={datamodule.name} has no test split: the held-out reference is its val split")
+        size = min(len(datamodule.train), self.reference_size)
+        key = f"{datamodule.name}-{datamodule.fingerprint()}-{ext.name}-{ext.fingerprint}-{size}-{held_out}-v2"
         path = Path(self.cache_dir) / "reference" / f"{key}.pt"
         if path.exists():
-            return torch.load(path, map_location="cpu", weights_only=True)
-        ref = {}
-        for part, offset in (("a", 0), ("b", half)):
-            x, y = datamodule.real_images("train", size, offset)
-            f, logits = self._features(x, device)
-            ref[part] = {"features": f, "labels": y, "logits": logits}
-        ref["extractor_val_acc"] = float(getattr(ext, "val_acc", float("nan")))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        torch.save(ref, tmp)
-        os.replace(tmp, path)
+            ref = torch.load(path, map_location="cpu", weights_only=True)
+        else:
+            ref = {}
+            for part, (split, n) in {"train": ("train", size), "test": (held_out, self.reference_size)}.items():
+                x, y = datamodule.real_images(split, n)
+                f, logits = self._features(x, device)
+                ref[part] = {"features": f, "labels": y, "logits": logits}
+            ref["extractor_val_acc"] = float(getattr(ext, "val_acc", float("nan")))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".tmp{os.getpid()}")
+            torch.save(ref, tmp)
+            os.replace(tmp, path)
+        # the copy-rate thresholds: the 5th percentile of held-out images' distances to their nearest training image
+        as_bytes = lambda x: x.flatten(1).mul(255).round().to(torch.uint8)  # noqa: E731
+        train_pixels = as_bytes(datamodule.real_images("train", size)[0])
+        test_pixels = as_bytes(datamodule.real_images(held_out, self.reference_size)[0])
+        ref["train_pixels"] = train_pixels
+        ref["threshold"] = {
+            ext.name: torch.quantile(nearest(ref["test"]["features"], ref["train"]["features"]), COPY_QUANTILE),
+            "pixels": torch.quantile(nearest(test_pixels, train_pixels), COPY_QUANTILE),
+        }
         return ref
 
     @torch.no_grad()
@@ -208,7 +235,7 @@ class Evaluator:
         """This rank's share of ``n`` samples: features, logits and sampling seconds."""
         n_local = math.ceil(n / world_size)
         g = torch.Generator(device=device).manual_seed(self.seed + 1_000_003 * rank)
-        feats, logits, seconds = [], [], 0.0
+        feats, logits, pixels, seconds = [], [], [], 0.0
         was_training = model.training
         model.eval()
         done = 0
@@ -219,12 +246,16 @@ class Evaluator:
             if images.device.type == "cuda":
                 torch.cuda.synchronize(images.device)
             seconds += time.perf_counter() - t0
-            f, lg = self.extractor(images.float().clamp(0, 1))
+            images = images.float().clamp(0, 1)
+            self._image_shape = tuple(images.shape[1:])
+            f, lg = self.extractor(images)
             feats.append(f.float())
+            pixels.append(images.flatten(1).mul(255).round().to(torch.uint8))
             if lg is not None:
                 logits.append(lg.float())
             done += b
         model.train(was_training)
+        self._pixels = torch.cat(pixels)
         return torch.cat(feats), (torch.cat(logits) if logits else None), seconds
 
     def evaluate(
@@ -247,37 +278,77 @@ class Evaluator:
             fake = gather(fake)
             logits = gather(logits) if logits is not None else None
             seconds = float(gather(torch.tensor([seconds], device=device)).max())
+        pixels = self._pixels
+        if gather is not None and world_size > 1:
+            pixels = gather(pixels)
         fake = fake[:n].cpu().double()
         logits = logits[:n].cpu() if logits is not None else None
-        return self.score(fake, logits, images_per_s=world_size * n_local / max(seconds, 1e-9))
+        pixels = pixels[:n].cpu()
+        return self.score(fake, logits, images_per_s=world_size * n_local / max(seconds, 1e-9), pixels=pixels)
 
-    def score(self, fake: torch.Tensor, logits: torch.Tensor | None, images_per_s: float | None = None) -> dict:
-        """Every metric from generated features (and logits) against the reference."""
+    @torch.no_grad()
+    def evaluate_images(self, images: torch.Tensor) -> dict[str, float]:
+        """Every metric of given images (float ``(N, C, H, W)`` in [0, 1], e.g. another tool's samples) against
+        the same reference as a model's samples (call `prepare` first)."""
+        if not self.active:
+            return {}
+        device = next(self.extractor.parameters(), torch.empty(0)).device
+        images = images.float().clamp(0, 1)
+        self._image_shape = tuple(images.shape[1:])
+        fake, logits = self._features(images, device)
+        return self.score(fake.double(), logits, pixels=images.flatten(1).mul(255).round().to(torch.uint8))
+
+    def score(
+        self,
+        fake: torch.Tensor,
+        logits: torch.Tensor | None,
+        images_per_s: float | None = None,
+        pixels: torch.Tensor | None = None,
+    ) -> dict:
+        """Every metric from generated features (and logits, and uint8 pixels ``(N, C*H*W)`` for the pixel copy
+        rate) against the references."""
         ext, ref = self.extractor.name, self.reference
-        real_a = ref["a"]["features"].double()
-        real_b = ref["b"]["features"][: len(fake)].double()
+        test = ref["test"]["features"].double()
+        train = ref["train"]["features"].double()
         n = len(fake)
+        half = len(train) // 2
+        train_a, train_b = train[:half], train[half:][:n]
+        floor = train[:n]  # real images not in the held-out reference, as many as the samples
+        kid = lambda real, x: kid_from_features(real, x, self.kid_subset_size, self.kid_subsets, self.seed)  # noqa: E731
         out = {
-            f"val/fid_{ext}": fid_from_features(real_a, fake),
-            f"val/fid_{ext}_floor": fid_from_features(real_a, real_b),
-            f"val/kid_{ext}": kid_from_features(real_a, fake, self.kid_subset_size, self.kid_subsets, self.seed),
-            f"val/kid_{ext}_floor": kid_from_features(
-                real_a, real_b, self.kid_subset_size, self.kid_subsets, self.seed
-            ),
+            f"val/fid_{ext}": fid_from_features(test, fake),
+            f"val/fid_{ext}_floor": fid_from_features(test, floor),
+            f"val/kid_{ext}": kid(test, fake),
+            f"val/kid_{ext}_floor": kid(test, floor),
+            f"val/fid_{ext}_train": fid_from_features(train_a, fake),
+            f"val/fid_{ext}_train_floor": fid_from_features(train_a, train_b),
         }
-        prdc = precision_recall_density_coverage(real_a[:n], fake, k=self.pr_k)
+        prdc = precision_recall_density_coverage(test[:n], fake, k=self.pr_k)
         out.update({f"val/{k}_{ext}": v for k, v in prdc.items()})
+        out[f"val/copy_rate_{ext}"] = float((nearest(fake, train) < ref["threshold"][ext]).double().mean())
+        if pixels is not None and pixels.shape[1] == ref["train_pixels"].shape[1]:
+            dist = nearest(pixels, ref["train_pixels"])
+            out["val/copy_rate_pixels"] = float((dist < ref["threshold"]["pixels"]).double().mean())
+        if pixels is not None and self._image_shape is not None and pixels.shape[1] == ref["train_pixels"].shape[1]:
+            # "samples next to their nearest training images" (in the features that decide the copy rate)
+            k = min(8, n)
+            idx = torch.cdist(fake[:k], train).argmin(1)
+            rows = torch.stack([pixels[:k], ref["train_pixels"][idx]]).float() / 255
+            self.nearest_panel = rows.view(2, k, *self._image_shape)
+        if self.bootstrap:
+            out.update(self._intervals(test, fake, ext))
         info = {
             "eval/n_samples": n,
-            "eval/n_floor": len(real_b),
-            "eval/n_reference": len(real_a),
+            "eval/n_floor": len(floor),
+            "eval/n_reference": len(test),
+            "eval/n_train_reference": len(train_a),
             "eval/features": ext,
         }
         if logits is not None:
             out[f"val/is_{ext}"] = inception_score_from_logits(logits, self.seed)
             num_classes = getattr(self.extractor, "num_classes", 0)
             if num_classes:
-                cov = class_coverage(logits.argmax(1), ref["a"]["labels"], num_classes)
+                cov = class_coverage(logits.argmax(1), ref["test"]["labels"], num_classes)
                 out["val/coverage_classes"] = cov["coverage_classes"]
                 out["val/class_tv"] = cov["class_tv"]
                 info["eval/class_hist"] = cov["class_hist"]
@@ -287,3 +358,46 @@ class Evaluator:
             out["time/sample_images_per_s"] = images_per_s
         self.last_info = info
         return out
+
+    def _intervals(self, real: torch.Tensor, fake: torch.Tensor, ext: str) -> dict[str, float]:
+        """95 % bootstrap intervals over the sample set (the reference fixed): FID, precision, recall.
+
+        Recall keeps each sample's k-NN radius from the full set (a resample with repeated samples would shrink
+        radii to zero); precision is a mean over samples and resamples exactly."""
+        g = torch.Generator().manual_seed(self.seed)
+        n, m = len(real[: len(fake)]), len(fake)
+        real_n = real[:n]
+        d = torch.cdist(real_n, fake)
+        inside_real = (d <= knn_radii(real_n, self.pr_k)[:, None]).any(0).double()  # (m,) sample in real manifold
+        covers = d <= knn_radii(fake, self.pr_k)[None, :]  # (n, m) sample j's ball holds real i
+        fids, precisions, recalls = [], [], []
+        for _ in range(self.bootstrap):
+            idx = torch.randint(m, (m,), generator=g)
+            fids.append(fid_from_features(real, fake[idx]))
+            precisions.append(float(inside_real[idx].mean()))
+            recalls.append(float(covers[:, idx].any(1).double().mean()))
+        full = {f"fid_{ext}": fid_from_features(real, fake), f"precision_{ext}": float(inside_real.mean()),
+                f"recall_{ext}": float(covers.any(1).double().mean())}  # fmt: skip
+        out = {}
+        for name, values in ((f"fid_{ext}", fids), (f"precision_{ext}", precisions), (f"recall_{ext}", recalls)):
+            values = torch.tensor(values, dtype=torch.float64)
+            # resampling with repeats inflates FID (fewer distinct samples): the percentiles are shifted back by
+            # the bootstrap's own estimate of that bias, so the interval is centred like the full-sample value
+            bias = float(values.mean()) - full[name]
+            lo, hi = torch.quantile(values, torch.tensor([0.025, 0.975], dtype=torch.float64))
+            out[f"val/{name}_lo"], out[f"val/{name}_hi"] = float(lo) - bias, float(hi) - bias
+        return out
+
+
+COPY_QUANTILE = 0.05  # the held-out images' nearest-training-image distance below which a sample counts as a copy
+
+
+def nearest(x: torch.Tensor, ref: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+    """Distance of every row of ``x`` to its nearest row of ``ref``, in chunks (features in float64; uint8 pixels
+    in float32 on the 0-255 scale, so that a folder of large RGB images never sits in memory as floats)."""
+    dtype = torch.float64 if torch.float64 in (x.dtype, ref.dtype) else torch.float32
+    out = []
+    for xb in x.split(chunk):
+        xb = xb.to(dtype)
+        out.append(torch.stack([torch.cdist(xb, rb.to(dtype)).min(1).values for rb in ref.split(4096)]).min(0).values)
+    return torch.cat(out)

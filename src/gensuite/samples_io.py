@@ -1,0 +1,239 @@
+"""Samples in and out: the files ``sample.py format=npz|png`` writes and ``eval.py samples=`` reads.
+
+Written: uint8 ``(N, H, W, C)`` under the key ``samples`` of an ``.npz`` (the layout ADM's and clean-fid's tools
+read), with int64 ``labels`` ``(N,)`` when the model is conditional; or a folder of numbered PNGs (and
+``labels.csv``). Read: an ``.npz`` (key ``samples``, else its only array), an ``.npy``, or a folder of images.
+
+A sample file is untrusted input: arrays are read with ``np.load(allow_pickle=False)`` only, so no pickled object
+is ever built from one. Everything that can be wrong with the contents (layout, dtype, range, size, count) is a
+`DataError` naming what was found, what was expected and the fix.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gensuite.data.images import IMAGE_EXTENSIONS
+from gensuite.errors import DataError
+
+SAMPLES_KEY = "samples"
+LABELS_KEY = "labels"
+LAYOUTS = "(N, H, W, C), (N, C, H, W) or (N, H, W) with C = 1 or 3"
+EXPECTED = f"uint8 values 0..255 (or floats in [0, 1]) of shape {LAYOUTS}"
+SAVE_HINT = "np.savez('samples.npz', samples=images) with images uint8 of shape (N, H, W, C)"
+LUMA = (0.299, 0.587, 0.114)  # ITU-R 601, as PIL's convert("L") and the data modules' own grey conversion
+
+
+# -- out -------------------------------------------------------------------------------------------------------
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """Float ``(N, C, H, W)`` in [0, 1] -> uint8 ``(N, H, W, C)``, rounded exactly as torchvision's ``save_image``
+    rounds a grid, so the raw samples and the PNG grid of the same draw hold the same pixel values."""
+    x = images.detach().float().mul(255).add(0.5).clamp(0, 255).to(torch.uint8)
+    return x.permute(0, 2, 3, 1).cpu().numpy()
+
+
+def write_npz(path: Path, samples: np.ndarray, labels: np.ndarray | None = None) -> Path:
+    """``samples`` (and ``labels``) into ``path``, written beside it first and renamed (never a half file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {SAMPLES_KEY: samples} if labels is None else {SAMPLES_KEY: samples, LABELS_KEY: labels}
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as f:  # a file object: np.savez would append .npz to a name without it
+        np.savez(f, **arrays)
+    os.replace(tmp, path)
+    return path
+
+
+def write_png_folder(folder: Path, samples: np.ndarray, labels: np.ndarray | None = None) -> Path:
+    """One PNG per sample, ``00000.png`` ... (sorted = drawn order), and ``labels.csv`` when there are labels."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    width = max(5, len(str(len(samples) - 1)))
+    names = [f"{i:0{width}d}.png" for i in range(len(samples))]
+    for name, image in zip(names, samples, strict=True):
+        Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(folder / name)
+    if labels is not None:
+        rows = [f"{name},{int(y)}" for name, y in zip(names, labels, strict=True)]
+        (folder / "labels.csv").write_text("file,label\n" + "\n".join(rows) + "\n")
+    return folder
+
+
+# -- in --------------------------------------------------------------------------------------------------------
+def read_samples(path: str | os.PathLike, channels: int) -> tuple[np.ndarray, str]:
+    """The raw array behind ``samples=path`` and a description of where it came from (for messages). A folder's
+    images are converted to ``channels`` (grey or RGB) as they are decoded."""
+    p = Path(os.path.expanduser(str(path)))
+    if p.is_dir():
+        return read_folder(p, channels), f"samples={p}"
+    if not p.exists():
+        raise DataError(
+            f"samples={path}: no such file or folder",
+            fix="give an .npz or .npy file of samples or a folder of images "
+            "(python sample.py ckpt_path=... format=npz writes one)",
+        )
+    if p.suffix.lower() not in (".npz", ".npy"):
+        raise DataError(
+            f"samples={path}: expected an .npz or .npy array or a folder of images, got a '{p.suffix}' file",
+            fix=f"save the images as an array: {SAVE_HINT}",
+        )
+    return read_array(p)
+
+
+def read_array(path: Path) -> tuple[np.ndarray, str]:
+    """The array of an ``.npy``, or of an ``.npz``'s key ``samples`` (else its only array); never unpickles."""
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if isinstance(loaded, np.ndarray):
+            return loaded, f"samples={path}"
+        with loaded:
+            members = set(loaded.zip.namelist())
+            keys = [k for k in loaded.files if f"{k}.npy" in members]  # a zip of other things is no .npz
+            if loaded.files and not keys:
+                raise unreadable(path, TypeError("a zip file that holds no .npy arrays (a torch.save file?)"))
+            key = SAMPLES_KEY if SAMPLES_KEY in keys else keys[0] if len(keys) == 1 else None
+            if key is None:
+                raise DataError(
+                    f"samples={path} holds the arrays {keys or '(none)'} and none is named '{SAMPLES_KEY}'",
+                    fix=f"store the images under the key '{SAMPLES_KEY}': {SAVE_HINT}",
+                )
+            array = loaded[key]
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+        raise unreadable(path, err) from None
+    return array, f"samples={path} (key '{key}')"
+
+
+def unreadable(path: Path, err: BaseException) -> DataError:
+    reason = str(err).splitlines()[0][:200] if str(err) else ""
+    return DataError(
+        f"samples={path} cannot be read as a numpy array ({type(err).__name__}: {reason}). Sample files are read "
+        "as plain arrays of numbers, never unpickled (np.load with allow_pickle=False)",
+        fix=f"save the images as a numeric array: {SAVE_HINT}",
+    )
+
+
+def read_folder(folder: Path, channels: int) -> np.ndarray:
+    """The images directly in ``folder`` (sorted by name; other files are ignored), uint8 ``(N, H, W)`` (grey)
+    or ``(N, H, W, 3)``; every image must have the same size."""
+    from PIL import Image, UnidentifiedImageError
+
+    files = sorted(
+        f
+        for f in folder.iterdir()
+        if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in IMAGE_EXTENSIONS
+    )
+    if not files:
+        raise DataError(
+            f"samples={folder}: the folder holds no image files ({', '.join(sorted(IMAGE_EXTENSIONS))})",
+            fix="point samples= at a folder of images (python sample.py ckpt_path=... format=png writes one), "
+            "or at an .npz / .npy file",
+        )
+    images: list[np.ndarray] = []
+    for f in files:
+        try:
+            with Image.open(f) as im:
+                image = np.asarray(im.convert("L" if channels == 1 else "RGB"), dtype=np.uint8)
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+            raise DataError(
+                f"samples={folder}: cannot read the image file {f.name} ({type(err).__name__}: {err})",
+                fix="remove or replace that file",
+            ) from None
+        if images and image.shape[:2] != images[0].shape[:2]:
+            (h, w), (h0, w0) = image.shape[:2], images[0].shape[:2]
+            raise DataError(
+                f"samples={folder}: {f.name} is {w}x{h} pixels but {files[0].name} is {w0}x{h0}: all the samples "
+                "must have the same size",
+                fix="remove the odd files, or resize every sample to the data's image size",
+            )
+        images.append(image)
+    return np.stack(images)
+
+
+def as_images(
+    array: np.ndarray, channels: int, image_size: int, source: str, data_name: str = "the data"
+) -> tuple[torch.Tensor, list[str]]:
+    """A raw sample array -> float ``(N, channels, image_size, image_size)`` in [0, 1] (what the evaluator takes),
+    and notes on what was converted. Refuses (`DataError`) any layout, dtype, range or size it cannot take as is."""
+    if not isinstance(array, np.ndarray) or array.dtype.kind not in "uif":
+        kind = array.dtype if isinstance(array, np.ndarray) else type(array).__name__
+        raise DataError(f"{source}: samples must be numbers, got {kind}", fix=f"give {EXPECTED}")
+    x = nchw(array, image_size, source)
+    n, c, h, w = x.shape
+    if (h, w) != (image_size, image_size):
+        raise DataError(
+            f"{source}: the samples are {h}x{w} pixels but {data_name} has {image_size}x{image_size} images",
+            fix=f"resize the samples to {image_size}x{image_size}, or score them against data resized to theirs "
+            f"(data.image_size={h}; the reference and its feature classifier then follow)",
+        )
+    x = in_unit_range(x, source)
+    notes = []
+    if c != channels:
+        x = x.expand(-1, channels, -1, -1) if c == 1 else (x * torch.tensor(LUMA).view(1, 3, 1, 1)).sum(1, True)
+        notes.append(
+            f"{source}: {'grey' if c == 1 else 'RGB'} samples converted to {channels} channel(s) "
+            f"({'copied' if c == 1 else 'ITU-R 601 luma'}) to match {data_name}"
+        )
+    return x.contiguous(), notes
+
+
+def nchw(array: np.ndarray, image_size: int, source: str) -> torch.Tensor:
+    """``(N, H, W, C)``, ``(N, C, H, W)`` or ``(N, H, W)`` -> a tensor ``(N, C, H, W)`` of the same dtype. Where
+    both 4-D layouts would fit (C = 1 or 3 on axis 1 and on axis 3), the one with ``image_size`` pixels wins."""
+    shape = array.shape
+    if array.ndim == 3:
+        return torch.from_numpy(np.ascontiguousarray(array))[:, None]
+    if array.ndim != 4 or (shape[3] not in (1, 3) and shape[1] not in (1, 3)):
+        raise DataError(
+            f"{source} has shape {shape}: expected {LAYOUTS} (1 channel: grey, 3: RGB)",
+            fix=f"save the images as one array of {LAYOUTS}: {SAVE_HINT}",
+        )
+    layouts = [name for name, axis in (("nhwc", 3), ("nchw", 1)) if shape[axis] in (1, 3)]
+    spatial = {"nhwc": shape[1:3], "nchw": shape[2:4]}
+    layouts = [name for name in layouts if tuple(spatial[name]) == (image_size, image_size)] or layouts
+    x = torch.from_numpy(np.ascontiguousarray(array))
+    return x.permute(0, 3, 1, 2) if layouts[0] == "nhwc" else x
+
+
+def in_unit_range(x: torch.Tensor, source: str) -> torch.Tensor:
+    """uint8 (or other integers in 0..255) / 255, or floats already in [0, 1], as float32."""
+    if x.dtype.is_floating_point:
+        if not bool(torch.isfinite(x).all()):
+            raise DataError(f"{source}: the samples hold NaN or infinite values", fix=f"give {EXPECTED}")
+        lo, hi = float(x.min()), float(x.max())
+        if lo < 0 or hi > 1:
+            raise DataError(
+                f"{source}: float samples must be in [0, 1], found values in [{lo:.4g}, {hi:.4g}]",
+                fix="values 0..255: save x.round().astype(np.uint8) (or x / 255); values in [-1, 1]: save (x + 1) / 2",
+            )
+        return x.float()
+    if x.dtype != torch.uint8:
+        lo, hi = int(x.min()), int(x.max())
+        if lo < 0 or hi > 255:
+            raise DataError(
+                f"{source}: integer samples must be 8-bit values 0..255, found values in [{lo}, {hi}]",
+                fix=f"give {EXPECTED}",
+            )
+    return x.float().div_(255)
+
+
+def count_notes(n: int, kid_subset_size: int, n_samples: int, source: str) -> list[str]:
+    """Refuse fewer than 2 samples; notes where the count makes the numbers differ from a checkpoint's."""
+    if n < 2:
+        raise DataError(
+            f"{source} holds {n} sample(s): FID and KID need at least 2",
+            fix=f"give at least metrics.kid_subset_size={kid_subset_size} samples; metrics.n_samples={n_samples} "
+            "for numbers comparable with a checkpoint's evaluation",
+        )
+    notes = []
+    if n < kid_subset_size:
+        notes.append(f"KID on subsets of {n} samples: metrics.kid_subset_size={kid_subset_size} is more than given")
+    if n != n_samples:
+        notes.append(
+            f"{n} samples scored; a checkpoint is scored with metrics.n_samples={n_samples}: FID is biased by the "
+            "sample count, compare only numbers of the same count"
+        )
+    return notes
