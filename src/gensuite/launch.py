@@ -33,7 +33,9 @@ def run_stamp() -> str:
         return f"slurm-{os.environ['SLURM_JOB_ID']}.{step}"
     if os.environ.get("TORCHELASTIC_RUN_ID") and os.environ.get("WORLD_SIZE", "1") != "1":
         return f"torchrun-{os.environ['TORCHELASTIC_RUN_ID']}"
-    return datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    # to the millisecond: two runs of one config started in the same second get their own folders (the run-folder
+    # lock would refuse the second one)
+    return datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")[:-3]
 
 
 def register_resolvers() -> None:
