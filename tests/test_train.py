@@ -8,12 +8,12 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from lightning.pytorch.callbacks import Timer
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from gensuite.callbacks.evaluation import Evaluation
 from gensuite.config import instantiate_checked
+from gensuite.errors import ConfigError
 from gensuite.train import train
 
 from .conftest import compose_cfg, run_entry
@@ -164,14 +164,38 @@ def test_evaluation_during_fit_is_kept_off_the_training_clock(make_cfg, tmp_path
     assert evaluation.fit_eval_s == pytest.approx(metrics["time/fit_eval_s"])
 
 
-def test_off_the_clock_moves_lightnings_timer():
-    timer = Timer()
-    timer.on_train_start(None, None)
-    trainer = SimpleNamespace(callbacks=[timer])
-    evaluation = Evaluation(evaluator=None)
-    evaluation._off_the_clock(trainer, 100.0)
-    assert timer.time_elapsed("train") < -99  # Lightning's elapsed training time lost the 100 s
-    assert evaluation.fit_eval_s == 100.0 and evaluation.train_elapsed_s(trainer) < -99
+def test_the_training_clock_counts_training_batches_only(monkeypatch):
+    """Fetching and training a batch count; a validation pass and a checkpoint write between batches do not; the
+    run stops at the batch that reaches the budget, and the reading survives a resume (state_dict)."""
+    import gensuite.callbacks.clock as clock_module
+
+    now = [0.0]
+    monkeypatch.setattr(clock_module.time, "perf_counter", lambda: now[0])
+    trainer = SimpleNamespace(should_stop=False, strategy=SimpleNamespace(broadcast=lambda v, src=0: v))
+    clock = clock_module.TrainingClock("00:00:00:10")
+    assert clock.duration == 10.0
+    clock.on_train_epoch_start(trainer, None)
+    now[0] += 1  # fetching the first batch
+    clock.on_train_batch_start(trainer, None, None, 0)
+    now[0] += 3  # its step
+    clock.on_train_batch_end(trainer, None, None, None, 0)
+    clock.on_save_checkpoint(trainer, None, {})
+    now[0] += 50  # a checkpoint write
+    clock.on_train_batch_start(trainer, None, None, 1)
+    now[0] += 2
+    clock.on_train_batch_end(trainer, None, None, None, 1)
+    clock.on_validation_start(trainer, None)
+    now[0] += 100  # validation and a sample evaluation
+    clock.on_train_batch_start(trainer, None, None, 2)
+    assert clock.time_elapsed() == 6.0 and not trainer.should_stop
+    now[0] += 4
+    clock.on_train_batch_end(trainer, None, None, None, 2)
+    assert clock.elapsed == 10.0 and trainer.should_stop
+    resumed = clock_module.TrainingClock("00:00:00:10")
+    resumed.load_state_dict(clock.state_dict())
+    assert resumed.time_elapsed() == 10.0
+    with pytest.raises(ConfigError, match="max_time"):
+        clock_module.TrainingClock("ten minutes")
 
 
 def test_vae_loss_falls_on_mnist5k(make_cfg):

@@ -10,10 +10,11 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Timer, WeightAveraging
+from lightning.pytorch.callbacks import WeightAveraging
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
+from gensuite.callbacks.clock import TrainingClock
 from gensuite.callbacks.evaluation import Evaluation
 from gensuite.callbacks.run_state import RunState
 from gensuite.checkpoint import find_last_checkpoint, read_checkpoint
@@ -159,8 +160,8 @@ def collect_metrics(trainer: L.Trainer, model: L.LightningModule) -> dict[str, A
             if math.isfinite(value):
                 metrics[k] = value
     for cb in trainer.callbacks:
-        if isinstance(cb, Timer):
-            metrics["time/train_s"] = float(cb.time_elapsed("train"))
+        if isinstance(cb, TrainingClock):
+            metrics["time/train_s"] = cb.time_elapsed()  # training batches only (gensuite.callbacks.clock)
         if isinstance(cb, Evaluation):
             metrics["time/fit_eval_s"] = cb.fit_eval_s  # evaluations during fit, kept off time/train_s
             metrics.update(cb.evaluator.last_info)
@@ -235,7 +236,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     logger = build_loggers(cfg)  # TensorBoard and CSV by default (conf/logger/)
     # checkpoints are written atomically beside their target (see gensuite.checkpoint_io)
     plugins = [AtomicCheckpointIO()]
-    trainer: L.Trainer = instantiate_checked(cfg, "trainer", callbacks=callbacks, logger=logger, plugins=plugins)
+    # max_time is the TrainingClock's (callbacks.timer): given to the Trainer, it would add a wall-clock Timer
+    clock = any(isinstance(cb, TrainingClock) for cb in callbacks)
+    extra = {"max_time": None} if clock else {}
+    trainer: L.Trainer = instantiate_checked(
+        cfg, "trainer", callbacks=callbacks, logger=logger, plugins=plugins, **extra
+    )
     if trainer.fast_dev_run:
         # Lightning 2.6.6 mutes ModelCheckpoint under fast_dev_run except its on_train_end, which still writes
         # last.ckpt: a debug run's checkpoint that `ckpt_path=last` would then resume from

@@ -7,9 +7,9 @@ from the EMA weights when the run has EMA (see PITFALLS: EMA hook order), which 
 - During ``fit``: picture panels each validation; metrics every ``every_n_epochs`` (0: never), or at the first
   validation after each ``every_n_seconds`` of training, with ``n_samples_during_fit`` samples, logged with
   ``time/train_elapsed_s`` (FID against wall-clock training time, as compare.py plots it). The seconds these
-  evaluations take are kept off the training clock (Lightning's `Timer`, hence ``trainer.max_time`` and
-  ``time/train_s``) and reported as ``time/fit_eval_s``: a family that samples slowly (a transformer, diffusion)
-  must not lose training time to being measured more expensively.
+  evaluations take are not training time (`gensuite.callbacks.clock.TrainingClock` counts training batches only,
+  hence ``trainer.max_time`` and ``time/train_s``) and are reported as ``time/fit_eval_s``: a family that samples
+  slowly (a transformer, diffusion) does not lose training time to being measured more expensively.
 - During ``validate`` (the final evaluation of `train`, and `eval.py`): metrics with the evaluator's full
   ``n_samples``, and ``samples.png`` in the run folder.
 """
@@ -21,9 +21,9 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Timer
 from torchvision.utils import make_grid, save_image
 
+from gensuite.callbacks.clock import TrainingClock
 from gensuite.loggers import tensorboard_writer
 from gensuite.metrics.evaluator import Evaluator
 
@@ -86,26 +86,15 @@ class Evaluation(L.Callback):
         self._t0 = time.perf_counter()
 
     def train_elapsed_s(self, trainer) -> float:
-        """Training seconds so far: Lightning's Timer where the run has one (it survives resumes)."""
-        timer = self._timer(trainer)
-        if timer is not None:
-            return float(timer.time_elapsed("train"))
+        """Training seconds so far: the run's `TrainingClock` where it has one (it survives resumes)."""
+        clock = self._clock(trainer)
+        if clock is not None:
+            return clock.time_elapsed()
         return time.perf_counter() - self._t0 if self._t0 is not None else 0.0
 
     @staticmethod
-    def _timer(trainer) -> Timer | None:
-        return next((cb for cb in trainer.callbacks if isinstance(cb, Timer)), None)
-
-    def _off_the_clock(self, trainer, seconds: float) -> None:
-        """Take ``seconds`` of evaluation off the training clock.
-
-        Lightning's `Timer` has no public pause; its elapsed training time is ``now - start + _offset`` (the offset
-        is how it resumes), so the evaluation's seconds are subtracted there. A test checks the effect.
-        """
-        self.fit_eval_s += seconds
-        timer = self._timer(trainer)
-        if timer is not None and hasattr(timer, "_offset"):
-            timer._offset -= seconds
+    def _clock(trainer) -> TrainingClock | None:
+        return next((cb for cb in trainer.callbacks if isinstance(cb, TrainingClock)), None)
 
     def _due(self, trainer, fitting: bool) -> bool:
         if not fitting:
@@ -150,8 +139,7 @@ class Evaluation(L.Callback):
                 save_image(grid_of(panel), Path(self.output_dir) / "nearest_training_images.png")
         if fitting:
             # every rank takes the same (rank 0's) seconds off, so the ranks' clocks stay in step
-            spent = float(trainer.strategy.broadcast(time.perf_counter() - t0, src=0))
-            self._off_the_clock(trainer, spent)
+            self.fit_eval_s += float(trainer.strategy.broadcast(time.perf_counter() - t0, src=0))
             metrics = {
                 **metrics,
                 "time/train_elapsed_s": self.train_elapsed_s(trainer),
