@@ -61,6 +61,7 @@ def test_run_writes_metrics_checkpoints_samples(vae_run):
         assert key in metrics, key
     assert "val/nll_bpd" not in metrics  # Bernoulli VAE: no 8-bit likelihood, so the key is absent (not 0)
     assert metrics["features/val_acc"] >= 0.97
+    assert metrics["time/train_steps_per_s"] == pytest.approx(metrics["train/global_step"] / metrics["time/train_s"])
     assert 0 <= metrics["val/copy_rate_classifier"] <= 1 and 0 <= metrics["val/copy_rate_pixels"] <= 1
     assert metrics["val/fid_classifier_lo"] <= metrics["val/fid_classifier"] <= metrics["val/fid_classifier_hi"]
     assert 0 <= metrics["val/coverage_classes"] <= 10

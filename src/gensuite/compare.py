@@ -92,6 +92,8 @@ def columns(ext: str) -> list[tuple[str, str, str]]:
     return [
         ("parameters", "model/parameters", "int"),
         ("train s", "time/train_s", ".0f"),
+        ("steps", "train/global_step", "int"),
+        ("steps/s", "time/train_steps_per_s", ".2f"),
         (f"FID ({ext}) ↓", f"val/fid_{ext}", ".2f"),
         (f"KID ({ext}) ↓", f"val/kid_{ext}", ".4f"),
         (f"precision ({ext}) ↑", f"val/precision_{ext}", ".3f"),

@@ -173,6 +173,8 @@ def collect_metrics(trainer: L.Trainer, model: L.LightningModule) -> dict[str, A
     metrics["model/parameters"] = sum(p.numel() for p in model.parameters())
     metrics["train/global_step"] = trainer.global_step
     metrics["train/epochs"] = trainer.current_epoch
+    if metrics.get("time/train_s"):  # optimisation steps per second of training (what an equal budget bought)
+        metrics["time/train_steps_per_s"] = trainer.global_step / metrics["time/train_s"]
     return metrics
 
 
