@@ -142,7 +142,6 @@ class Evaluator:
         self.inception_weights, self.cache_dir = inception_weights, cache_dir
         self.classifier_epochs = classifier_epochs
         self.bootstrap = bootstrap
-        self._pixels: torch.Tensor | None = None
         self._image_shape: tuple[int, ...] | None = None
         self.nearest_panel: torch.Tensor | None = None
         self.extractor: nn.Module | None = None
@@ -231,8 +230,8 @@ class Evaluator:
     @torch.no_grad()
     def generate(
         self, model, n: int, device, rank: int = 0, world_size: int = 1
-    ) -> tuple[torch.Tensor, torch.Tensor | None, float]:
-        """This rank's share of ``n`` samples: features, logits and sampling seconds."""
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, float]:
+        """This rank's share of ``n`` samples: features, logits, uint8 pixels ``(n, C*H*W)`` and sampling seconds."""
         n_local = math.ceil(n / world_size)
         g = torch.Generator(device=device).manual_seed(self.seed + 1_000_003 * rank)
         feats, logits, pixels, seconds = [], [], [], 0.0
@@ -255,8 +254,7 @@ class Evaluator:
                 logits.append(lg.float())
             done += b
         model.train(was_training)
-        self._pixels = torch.cat(pixels)
-        return torch.cat(feats), (torch.cat(logits) if logits else None), seconds
+        return torch.cat(feats), (torch.cat(logits) if logits else None), torch.cat(pixels), seconds
 
     def evaluate(
         self,
@@ -272,14 +270,12 @@ class Evaluator:
         n = n or self.n_samples
         device = next(model.parameters()).device
         self.extractor.to(device)
-        fake, logits, seconds = self.generate(model, n, device, rank, world_size)
+        fake, logits, pixels, seconds = self.generate(model, n, device, rank, world_size)
         n_local = len(fake)
         if gather is not None and world_size > 1:
             fake = gather(fake)
             logits = gather(logits) if logits is not None else None
             seconds = float(gather(torch.tensor([seconds], device=device)).max())
-        pixels = self._pixels
-        if gather is not None and world_size > 1:
             pixels = gather(pixels)
         fake = fake[:n].cpu().double()
         logits = logits[:n].cpu() if logits is not None else None
