@@ -12,7 +12,7 @@ from pathlib import Path
 def main(names: list[str]) -> None:
     here = Path(__file__).parent
     available = sorted(m.name for m in pkgutil.iter_modules([str(here)]) if m.name not in ("common", "__main__"))
-    default = [n for n in available if n != "gpu_check"]  # the GPU check runs only when named
+    default = [n for n in available if not n.startswith("gpu_")]  # the GPU scripts run only when named
     for name in names or default:
         if name not in available:
             sys.exit(f"unknown benchmark {name!r}; available: {', '.join(available)}")

@@ -3,6 +3,9 @@ callbacks and logging) against a plain PyTorch loop with the same network, optim
 process. Target: the suite reaches >= 0.95 of plain PyTorch's steps/s.
 
     python -m benchmarks overhead [model=vae] [more overrides]
+    python -m benchmarks.overhead model=diffusion trainer.accelerator=gpu trainer.precision=bf16-mixed   # a GPU
+
+On a GPU both sides run on it, with the same autocast precision, and the clocks wait for the GPU.
 """
 
 from __future__ import annotations
@@ -22,19 +25,28 @@ STEPS, WARMUP = 60, 10
 
 
 class StepClock(L.Callback):
-    """Wall time from the start of training batch WARMUP to the end of the last one."""
+    """Wall time from the start of training batch WARMUP to the end of the last one (counted across epochs)."""
 
     def __init__(self):
         self.t0 = self.t1 = None
-        self.steps = 0
+        self.seen = self.steps = 0
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if batch_idx == WARMUP:
+        if self.seen == WARMUP:
+            sync()
             self.t0 = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self.t1 = time.perf_counter()
-        self.steps = batch_idx + 1 - WARMUP
+        self.seen += 1
+        if self.seen == WARMUP + STEPS:
+            sync()
+            self.t1 = time.perf_counter()
+            self.steps = STEPS
+
+
+def sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
 
 
 def suite_steps_per_s(cfg) -> float:
@@ -52,9 +64,12 @@ def plain_steps_per_s(cfg) -> float:
     torch.manual_seed(0)
     dm, model = instantiate_checked(cfg, "data"), instantiate_checked(cfg, "model")
     dm.setup()
+    device = "cuda" if cfg.trainer.accelerator == "gpu" else "cpu"
+    model.to(device)
     opt = model.configure_optimizers()
     opt = opt["optimizer"] if isinstance(opt, dict) else opt
     model.train()
+    bf16 = str(cfg.trainer.precision).startswith("bf16")
 
     def forever():  # epochs back to back, as the Trainer runs them
         while True:
@@ -64,12 +79,15 @@ def plain_steps_per_s(cfg) -> float:
     t0 = None
     for i in range(WARMUP + STEPS):
         if i == WARMUP:
+            sync()
             t0 = time.perf_counter()
-        batch = next(batches)
-        loss = model.losses(batch)["loss"]
+        batch = [b.to(device, non_blocking=True) for b in next(batches)]
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+            loss = model.losses(batch)["loss"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+    sync()
     return STEPS / (time.perf_counter() - t0)
 
 
@@ -82,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
         cfg = compose_cfg(
             [
                 fam,
-                "trainer.accelerator=cpu",
+                *([] if any(o.startswith("trainer.accelerator=") for o in overrides) else ["trainer.accelerator=cpu"]),
                 f"trainer.max_steps={WARMUP + STEPS}",
                 "trainer.limit_val_batches=0",
                 "trainer.num_sanity_val_steps=0",
