@@ -22,7 +22,7 @@ from gensuite.callbacks.evaluation import Evaluation
 from gensuite.checkpoint import load_model
 from gensuite.config import instantiate_checked
 from gensuite.errors import ConfigError
-from gensuite.sample import apply_sampler, pick_device
+from gensuite.sample import apply_sampling, pick_device
 from gensuite.train import collect_metrics, print_summary
 
 
@@ -69,6 +69,13 @@ def check_source(cfg: DictConfig) -> str:
         )
     if samples and cfg.get("sampler") is not None:
         raise ConfigError("sampler= applies to a checkpoint's sampling, not to given samples", fix="drop sampler=")
+    knobs = [f"sampling.{k}" for k, v in (cfg.get("sampling") or {}).items() if v is not None]
+    if samples and knobs:
+        raise ConfigError(
+            f"{', '.join(knobs)} applies to a checkpoint's sampling, not to given samples",
+            keys=tuple(knobs),
+            fix="drop the sampling.* overrides",
+        )
     return "ckpt" if ckpt else "samples"
 
 
@@ -76,7 +83,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if check_source(cfg) == "samples":
         return evaluate_samples(cfg)
     model, run_cfg = load_model(cfg.ckpt_path)
-    apply_sampler(model, cfg)
+    apply_sampling(model, cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(int(cfg.seed), verbose=False)
     run_cfg.metrics = metrics_config(cfg, run_cfg)

@@ -47,37 +47,83 @@ def apply_sampler(model: torch.nn.Module, cfg: DictConfig) -> None:
     model.set_sampler(instantiate_checked(cfg, "sampler"))
 
 
-def class_labels(model: torch.nn.Module, n: int, generator: torch.Generator) -> tuple[dict, torch.Tensor | None]:
+def apply_sampling(model: torch.nn.Module, cfg: DictConfig) -> None:
+    """``sampler=...`` and the family's knobs ``sampling.<name>=...`` (those not null), before any sampling work."""
+    apply_sampler(model, cfg)
+    knobs = {k: v for k, v in (cfg.get("sampling") or {}).items() if v is not None}
+    if knobs:
+        model.set_sampling(**knobs)
+
+
+def given_labels(model: torch.nn.Module, cfg: DictConfig, n: int) -> torch.Tensor | None:
+    """``label=3`` (every sample) or ``labels=[3,3,7]`` (repeated to ``n``) for a conditional model, else None."""
+    label, labels = cfg.get("label"), cfg.get("labels")
+    if label is None and labels is None:
+        return None
+    key = "label" if label is not None else "labels"
+    k = int(getattr(model, "num_classes", 0) or 0)
+    if label is not None and labels is not None:
+        raise ConfigError("label= and labels= were both given", keys=("label", "labels"), fix="give one of them")
+    if k <= 0:
+        raise ConfigError(
+            f"{key}= was given but this {getattr(model, 'family', '?')} model is unconditional (it was trained "
+            "without labels)",
+            keys=(key,),
+            fix=f"drop {key}=, or train a conditional model (model.num_classes=${{data.num_classes}})",
+        )
+    wanted = [label] if label is not None else list(labels)
+    if not wanted or any(not isinstance(c, int) or not 0 <= c < k for c in wanted):
+        raise ConfigError(
+            f"{key}={wanted}: labels must be integers in 0..{k - 1} (the model's {k} classes)",
+            keys=(key,),
+            fix="e.g. label=3 or labels=[0,1,2]",
+        )
+    return torch.tensor(wanted, dtype=torch.long).repeat((n + len(wanted) - 1) // len(wanted))[:n]
+
+
+def class_labels(
+    model: torch.nn.Module, n: int, generator: torch.Generator, given: torch.Tensor | None = None
+) -> tuple[dict, torch.Tensor | None]:
     """The labels a conditional model is given for ``n`` samples, as ``(keyword for model.sample, labels)``.
 
-    They are chosen here and passed in, so the labels stored are the ones the samples were drawn with: the GAN's
-    own balanced labels (``sample_labels``), uniform labels from ``generator`` for diffusion (what its ``sample``
-    draws when given none). An unconditional model, or one that takes no labels, gets ``({}, None)``.
+    They are chosen here and passed in, so the labels stored are the ones the samples were drawn with: ``given``
+    (``label=`` / ``labels=``), else the GAN's own balanced labels (``sample_labels``), uniform labels from
+    ``generator`` for diffusion (what its ``sample`` draws when given none). An unconditional model, or one that
+    takes no labels, gets ``({}, None)``.
     """
     k = int(getattr(model, "num_classes", 0) or 0)
     if k <= 0:
         return {}, None
     takes = inspect.signature(model.sample).parameters
-    if "labels" in takes and hasattr(model, "sample_labels"):
+    key = "labels" if "labels" in takes else "y" if "y" in takes else None
+    if key is None:
+        return {}, None
+    if given is not None:
+        labels = given.to(generator.device)
+    elif hasattr(model, "sample_labels"):
         labels = model.sample_labels(n)
-        return {"labels": labels}, labels
-    if "y" in takes:
+    else:
         labels = torch.randint(0, k, (n,), generator=generator, device=generator.device)
-        return {"y": labels}, labels
-    return {}, None
+    return {key: labels}, labels
 
 
 def draw(
-    model: torch.nn.Module, n: int, generator: torch.Generator, batch_size: int
+    model: torch.nn.Module,
+    n: int,
+    generator: torch.Generator,
+    batch_size: int,
+    labels: torch.Tensor | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
-    """``n`` samples in batches of at most ``batch_size``: ``(samples, labels or None)`` per batch, on the CPU."""
+    """``n`` samples in batches of at most ``batch_size``: ``(samples, labels or None)`` per batch, on the CPU.
+    ``labels`` ``(n,)``: the class of each sample (a conditional model; default: the model's own rule)."""
     done = 0
     while done < n:
         b = min(batch_size, n - done)
-        kwargs, labels = class_labels(model, b, generator)
+        given = labels[done : done + b] if labels is not None else None
+        kwargs, labels_b = class_labels(model, b, generator, given)
         with torch.no_grad():
             out = model.sample(b, generator=generator, **kwargs)
-        yield out.cpu(), (labels.cpu() if labels is not None else None)
+        yield out.cpu(), (labels_b.cpu() if labels_b is not None else None)
         done += b
 
 
@@ -121,14 +167,15 @@ def sample(cfg: DictConfig) -> Path:
         )
     device = pick_device(cfg.device)
     model.to(device)
-    apply_sampler(model, cfg)
+    apply_sampling(model, cfg)
+    labels = given_labels(model, cfg, int(cfg.n))
     g = torch.Generator(device=device).manual_seed(int(cfg.seed))
     ckpt = Path(cfg.ckpt_path)
     run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
     stem = f"samples-{cfg.n}-seed{cfg.seed}"
     raw = fmt in ("npz", "png")  # uint8 batch by batch: 4x less memory than floats for large n
     parts, label_parts = [], []
-    for x, y in draw(model, int(cfg.n), g, int(cfg.batch_size)):
+    for x, y in draw(model, int(cfg.n), g, int(cfg.batch_size), labels):
         parts.append(samples_io.to_uint8(x) if raw else x)
         label_parts.append(y)
     labels = torch.cat(label_parts).numpy() if label_parts[0] is not None else None

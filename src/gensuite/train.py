@@ -170,6 +170,8 @@ def collect_metrics(trainer: L.Trainer, model: L.LightningModule) -> dict[str, A
     info = getattr(model, "eval_info", None)
     if callable(info):  # how the family made its samples, e.g. {"eval/sampler": "dpm_solver-20"} (diffusion)
         metrics.update(info())
+    if hasattr(model, "sampling_info"):  # the sampling knobs' values (sampling.temperature=0.8 of eval.py, ...)
+        metrics.update(model.sampling_info())
     metrics["model/parameters"] = sum(p.numel() for p in model.parameters())
     metrics["train/global_step"] = trainer.global_step
     metrics["train/epochs"] = trainer.current_epoch

@@ -50,6 +50,11 @@ class Autoregressive(GenerativeModule):
     """
 
     family = "transformer"
+    sampling_knobs = {
+        "temperature": "softmax temperature of the next-token distribution (< 1: safer, > 1: more varied; 0: greedy)",
+        "top_k": "draw only from the k most likely tokens (null: all)",
+        "top_p": "nucleus sampling: the smallest set of tokens holding probability p (null: all)",
+    }
 
     def __init__(
         self,
@@ -79,16 +84,11 @@ class Autoregressive(GenerativeModule):
                 keys=("context",),
                 fix=f"model.context={seq_len} (or null: the tokenizer's length)",
             )
-        if temperature < 0 or (top_k is not None and top_k < 1) or (top_p is not None and not 0 < top_p <= 1):
-            raise ConfigError(
-                f"sampling settings out of range: temperature={temperature}, top_k={top_k}, top_p={top_p}",
-                keys=("temperature", "top_k", "top_p"),
-                fix="temperature >= 0 (0: greedy), top_k >= 1 or null, top_p in (0, 1] or null",
-            )
         self.tokenizer = tokenizer
         self.net = net(vocab_size=tokenizer.vocab_size, context=context)
         self.context = context
-        self.sampling = {"temperature": temperature, "top_k": top_k, "top_p": top_p}
+        self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
+        self.check_sampling()
         self.use_cache = use_cache
         self.text_length, self.text_samples = text_length, text_samples
         self.is_text = tokenizer.modality == "text"
@@ -183,8 +183,9 @@ class Autoregressive(GenerativeModule):
     def generate(self, n: int, length: int, generator=None, prompt: torch.Tensor | None = None) -> torch.Tensor:
         """``n`` token sequences ``(n, length)`` with the configured sampling settings."""
         return self.net.generate(
-            n, length, generator=generator, prompt=prompt, use_cache=self.use_cache, **self.sampling
-        )
+            n, length, generator=generator, prompt=prompt, use_cache=self.use_cache,
+            temperature=self.temperature, top_k=self.top_k, top_p=self.top_p,
+        )  # fmt: skip
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -192,6 +193,15 @@ class Autoregressive(GenerativeModule):
         if self.is_text:
             return self.generate(n, self.text_length, generator)
         return self.tokenizer.decode(self.generate(n, self.tokenizer.seq_len, generator))
+
+    def check_sampling(self) -> None:
+        t, k, p = self.temperature, self.top_k, self.top_p
+        if t < 0 or (k is not None and k < 1) or (p is not None and not 0 < p <= 1):
+            raise ConfigError(
+                f"sampling settings out of range: temperature={t}, top_k={k}, top_p={p}",
+                keys=("sampling.temperature", "sampling.top_k", "sampling.top_p"),
+                fix="temperature >= 0 (0: greedy), top_k >= 1 or null, top_p in (0, 1] or null",
+            )
 
     def decode(self, tokens: torch.Tensor) -> list[str]:
         """Token ids ``(n, L)`` -> n strings (text tokenizers)."""

@@ -7,7 +7,10 @@ The evaluation (`gensuite.metrics`) talks to a family only through this protocol
 - ``nll(batch)`` -> nats per example, ``(B,)`` (exact, or an upper bound), where the family has a likelihood;
 - ``reconstruct(x)`` -> images in [0, 1] where the family has an encoder (PSNR / SSIM);
 - ``panels(batch, generator)`` -> named pictures (``(N, C, H, W)``, or ``(rows, cols, C, H, W)`` for a fixed
-  layout) or texts for TensorBoard.
+  layout) or texts for TensorBoard;
+- ``sampling_knobs`` (name -> what it does) and ``set_sampling(**knobs)``: the settings of ``sample`` that
+  ``sample.py`` / ``eval.py`` change without retraining (``sampling.temperature=0.8``). A family stores each knob
+  as an attribute of the same name (the default `set_sampling` sets it, then calls `check_sampling`).
 
 The family's own losses come from ``losses(batch)`` -> dict with a ``loss`` entry; they are logged as
 ``train/<name>`` and ``val/<name>``.
@@ -23,7 +26,7 @@ import lightning as L
 import torch
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
-from gensuite.errors import GensuiteError
+from gensuite.errors import ConfigError, GensuiteError
 
 Panel = torch.Tensor | str
 
@@ -58,6 +61,34 @@ class GenerativeModule(L.LightningModule):
         return self.nll is not None
 
     reconstruct: Callable | None = None  # (x) -> images in [0, 1]; None: the family has no encoder
+
+    #: the knobs of `sample` a user may set at sample time (``sampling.<name>=``), name -> one line on its effect
+    sampling_knobs: dict[str, str] = {}
+
+    def set_sampling(self, **knobs: Any) -> None:
+        """Set sampling knobs (``python sample.py ckpt_path=... sampling.temperature=0.8``) for every later `sample`.
+
+        A knob this family does not have is a `ConfigError` listing the ones it has; values are checked by
+        `check_sampling` (which a family overrides) before any sampling work."""
+        unknown = [k for k in knobs if k not in self.sampling_knobs]
+        if unknown:
+            have = "; ".join(f"sampling.{k}: {v}" for k, v in self.sampling_knobs.items()) or "none"
+            raise ConfigError(
+                f"a {self.family} model has no sampling knob " + ", ".join(f"sampling.{k}" for k in unknown)
+                + f". Its knobs: {have}",
+                keys=tuple(f"sampling.{k}" for k in unknown),
+                fix="drop the override" + (", or use one of the knobs above" if self.sampling_knobs else ""),
+            )  # fmt: skip
+        for name, value in knobs.items():
+            setattr(self, name, value)
+        self.check_sampling()
+
+    def check_sampling(self) -> None:
+        """Raise a `ConfigError` naming ``sampling.<knob>`` when a knob's value is out of range."""
+
+    def sampling_info(self) -> dict[str, Any]:
+        """The knobs' current values, for metrics.json (``eval/sampling.<name>``): numbers say how they were made."""
+        return {f"eval/sampling.{k}": getattr(self, k) for k in self.sampling_knobs if getattr(self, k) is not None}
 
     def data_dims(self, batch) -> int:
         """How many dimensions one example has (for bits/dim): C*H*W for images."""

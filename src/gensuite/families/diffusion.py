@@ -50,6 +50,8 @@ class Diffusion(GenerativeModule):
     """
 
     family = "diffusion"
+    sampling_knobs = {"guidance_scale": "classifier-free guidance of a conditional model (0: unconditional, "
+                      "1: conditional, > 1: guided)"}  # fmt: skip
 
     def __init__(
         self,
@@ -121,6 +123,17 @@ class Diffusion(GenerativeModule):
         """Use ``sampler`` from now on (``python sample.py ckpt_path=... sampler=ddim sampler.steps=50``)."""
         sampler.check(self.schedule)
         self.sampler = sampler
+
+    def check_sampling(self) -> None:
+        if self.guidance_scale < 0:
+            raise ConfigError(f"guidance_scale must be >= 0, got {self.guidance_scale}", keys=("guidance_scale",))
+        if self.guidance_scale != 1.0 and not self.conditional:
+            raise ConfigError(
+                f"guidance_scale={self.guidance_scale} but this {self.family} model is unconditional "
+                "(classifier-free guidance mixes a conditional and an unconditional prediction)",
+                keys=("guidance_scale",),
+                fix="drop the guidance setting, or train a conditional model (model.num_classes=${data.num_classes})",
+            )
 
     def eval_info(self) -> dict[str, str | float]:
         """How samples are made, for metrics.json (FID of DDPM-1000 and of DPM-Solver-20 are different numbers)."""

@@ -70,6 +70,11 @@ class GAN(GenerativeModule):
     """
 
     family = "gan"
+    sampling_knobs = {
+        "truncation": "the truncation trick (Brock et al. 2019): latent entries beyond +-t are redrawn, trading "
+        "diversity for fidelity (null: none)"
+    }
+    truncation: float | None = None
 
     def __init__(
         self,
@@ -164,10 +169,25 @@ class GAN(GenerativeModule):
         self, n: int, generator: torch.Generator | None = None, labels: torch.Tensor | None = None
     ) -> torch.Tensor:
         """``n`` images in [0, 1], ``(n, C, H, W)``; a conditional GAN takes ``labels`` (default: balanced)."""
-        z = torch.randn(n, self.latent_dim, generator=generator, device=self.device)
+        z = self.latents(n, generator)
         if self.num_classes:
             labels = self.sample_labels(n) if labels is None else labels.to(self.device)
         return (self.generate(z, labels) + 1) / 2
+
+    def latents(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``(n, latent_dim)`` draws of the prior N(0, I), truncated to [-t, t] when ``truncation`` is set."""
+        z = torch.randn(n, self.latent_dim, generator=generator, device=self.device)
+        if self.truncation is not None:  # a normal truncated to [-t, t] (the same draws as redrawing outliers)
+            torch.nn.init.trunc_normal_(z, 0.0, 1.0, -self.truncation, self.truncation, generator=generator)
+        return z
+
+    def check_sampling(self) -> None:
+        if self.truncation is not None and self.truncation <= 0:
+            raise ConfigError(
+                f"truncation must be > 0 or null, got {self.truncation}",
+                keys=("sampling.truncation",),
+                fix="e.g. sampling.truncation=0.7 (smaller: less diverse, cleaner samples)",
+            )
 
     @torch.no_grad()
     def panels(self, batch, generator=None, n: int = 64) -> dict[str, Panel]:
@@ -176,7 +196,7 @@ class GAN(GenerativeModule):
         out: dict[str, Panel] = {"samples": self.sample(n, generator)}
         if self.num_classes:
             cols = 8
-            z = torch.randn(cols, self.latent_dim, generator=generator, device=self.device)
+            z = self.latents(cols, generator)
             z = z.repeat(self.num_classes, 1)  # (K * cols, d): row k repeats the same noise
             labels = torch.arange(self.num_classes, device=self.device).repeat_interleave(cols)
             images = (self.generate(z, labels) + 1) / 2

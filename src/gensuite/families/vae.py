@@ -51,6 +51,9 @@ class VAE(GenerativeModule):
     """
 
     family = "vae"
+    sampling_knobs = {"temperature": "scale of the prior's standard deviation, z ~ N(0, t^2 I) (< 1: cleaner, "
+                      "less varied samples)"}  # fmt: skip
+    temperature: float = 1.0
 
     def __init__(
         self,
@@ -113,8 +116,15 @@ class VAE(GenerativeModule):
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        z = torch.randn(n, self.latent_dim, generator=generator, device=self.device)
+        z = self.temperature * torch.randn(n, self.latent_dim, generator=generator, device=self.device)
         return self.likelihood.mean(self.decoder(z))
+
+    def check_sampling(self) -> None:
+        if self.temperature <= 0:
+            raise ConfigError(
+                f"temperature must be > 0, got {self.temperature}", keys=("sampling.temperature",),
+                fix="e.g. sampling.temperature=0.8",
+            )  # fmt: skip
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,133 @@
+"""Sampling knobs at sample time (``sampling.<knob>=`` of sample.py and eval.py) and chosen labels: each knob has
+the effect it names, a knob the family lacks is a one-line error listing the family's own, labels reach the model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from gensuite.checkpoint import load_model
+from gensuite.errors import ConfigError
+from gensuite.eval import evaluate
+from gensuite.sample import apply_sampling, sample
+
+from .conftest import run_entry
+from .test_samples_io import DIFFUSION, EVAL, GAN, SMALL_VAE, sample_cfg, untrained_checkpoint
+
+TEXT = ["model=transformer", "data=pydoc", "model.net.width=32", "model.net.depth=1", "model.net.heads=2",
+        "model.context=32", "model.text_length=24"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory, cache_dir):
+    """Untrained checkpoints of each family with knobs (sampling needs weights, not training)."""
+    root = tmp_path_factory.mktemp("knobs")
+    cache = f"paths.cache_dir={cache_dir}"
+    return {
+        "vae": untrained_checkpoint(root / "vae.ckpt", [*SMALL_VAE, cache]),
+        "gan": untrained_checkpoint(root / "gan.ckpt", [*GAN, cache]),
+        "diffusion": untrained_checkpoint(root / "diffusion.ckpt", [*DIFFUSION, cache]),
+        "transformer": untrained_checkpoint(root / "text.ckpt", [*TEXT, cache]),
+    }
+
+
+def knobbed(ckpt, *overrides):
+    model, _ = load_model(ckpt)
+    apply_sampling(model, sample_cfg(ckpt, *overrides))
+    return model
+
+
+def test_lower_temperature_lowers_the_transformers_per_position_entropy(ckpts):
+    def entropy(model) -> float:
+        tokens = model.sample(32, torch.Generator().manual_seed(0))  # (32, 24) token ids
+        ent = []
+        for col in tokens.T:  # the empirical entropy of each position across the 32 samples
+            p = torch.bincount(col).float()
+            p = p[p > 0] / len(col)
+            ent.append(float(-(p * p.log()).sum()))
+        return float(np.mean(ent))
+
+    cold, warm = knobbed(ckpts["transformer"], "sampling.temperature=0.05"), knobbed(ckpts["transformer"])
+    assert cold.temperature == 0.05 and warm.temperature == 1.0
+    greedy = knobbed(ckpts["transformer"], "sampling.temperature=0")
+    assert entropy(greedy) == 0.0 < entropy(cold) < entropy(warm)
+    top = knobbed(ckpts["transformer"], "sampling.top_k=1")  # top-1: every sample alike too
+    assert entropy(top) == 0.0
+
+
+def test_truncation_shrinks_the_gan_latents_and_changes_samples(ckpts):
+    plain, cut = knobbed(ckpts["gan"]), knobbed(ckpts["gan"], "sampling.truncation=0.5")
+    z_plain = plain.latents(2000, torch.Generator().manual_seed(0))
+    z_cut = cut.latents(2000, torch.Generator().manual_seed(0))
+    assert z_cut.abs().max() <= 0.5 and z_plain.abs().max() > 2
+    assert z_cut.norm(dim=1).mean() < 0.4 * z_plain.norm(dim=1).mean()
+    g = torch.Generator().manual_seed(1)
+    assert cut.sample(4, g).shape == plain.sample(4, torch.Generator().manual_seed(1)).shape
+
+
+def test_vae_temperature_scales_the_prior(ckpts):
+    seen = []
+    model = knobbed(ckpts["vae"], "sampling.temperature=0.5")
+    model.decoder.register_forward_pre_hook(lambda _, args: seen.append(args[0].std().item()))
+    model.sample(4000, torch.Generator().manual_seed(0))
+    assert seen[-1] == pytest.approx(0.5, rel=0.05)
+
+
+def test_guidance_zero_is_the_unconditional_model(ckpts):
+    model = knobbed(ckpts["diffusion"], "sampling.guidance_scale=0", "sampler=ddim", "sampler.steps=2")
+    a = model.sample(4, torch.Generator().manual_seed(0), y=torch.full((4,), 3))
+    b = model.sample(4, torch.Generator().manual_seed(0), y=torch.full((4,), 7))
+    torch.testing.assert_close(a, b)  # the labels are ignored: only the "no label" prediction is used
+    guided = knobbed(ckpts["diffusion"], "sampling.guidance_scale=3", "sampler=ddim", "sampler.steps=2")
+    assert guided.guidance_scale == 3
+
+
+@pytest.mark.parametrize(
+    ("family", "override", "lists"),
+    [
+        ("vae", "sampling.truncation=0.7", "sampling.temperature"),
+        ("gan", "sampling.temperature=0.8", "sampling.truncation"),
+        ("transformer", "sampling.guidance_scale=2", "sampling.top_p"),
+    ],
+)
+def test_a_knob_the_family_lacks_lists_its_knobs(ckpts, family, override, lists):
+    with pytest.raises(ConfigError, match=lists) as err:
+        knobbed(ckpts[family], override)
+    assert override.split("=")[0] in str(err.value)
+
+
+def test_knob_values_are_checked_before_sampling(ckpts):
+    with pytest.raises(ConfigError, match="truncation must be > 0"):
+        knobbed(ckpts["gan"], "sampling.truncation=0")
+    with pytest.raises(ConfigError, match="top_p"):
+        knobbed(ckpts["transformer"], "sampling.top_p=1.5")
+
+
+def test_labels_reach_the_samples(ckpts, tmp_path):
+    path = sample(sample_cfg(ckpts["gan"], "n=6", "labels=[3,3,7]", "format=npz", f"out={tmp_path / 'a.npz'}"))
+    assert np.load(path)["labels"].tolist() == [3, 3, 7, 3, 3, 7]
+    path = sample(sample_cfg(ckpts["diffusion"], "n=4", "label=5", "sampler=ddim", "sampler.steps=2",
+                             "format=npz", f"out={tmp_path / 'b.npz'}"))  # fmt: skip
+    assert np.load(path)["labels"].tolist() == [5, 5, 5, 5]
+    with pytest.raises(ConfigError, match="0..9"):
+        sample(sample_cfg(ckpts["gan"], "label=12", f"out={tmp_path / 'c.png'}"))
+    with pytest.raises(ConfigError, match="unconditional"):
+        sample(sample_cfg(ckpts["vae"], "label=3", f"out={tmp_path / 'd.png'}"))
+
+
+def test_eval_takes_the_knobs_and_records_them(ckpts, cache_dir, tmp_path):
+    from .conftest import compose_cfg
+
+    cfg = compose_cfg([f"ckpt_path={ckpts['vae']}", "sampling.temperature=0.7", *EVAL, f"paths.cache_dir={cache_dir}",
+                       f"out={tmp_path / 'e.json'}"], config_name="eval")  # fmt: skip
+    metrics = evaluate(cfg)
+    assert metrics["eval/sampling.temperature"] == 0.7
+    assert "val/fid_classifier" in metrics
+
+
+def test_the_knob_error_is_one_line_through_the_entry(ckpts):
+    proc = run_entry("sample.py", f"ckpt_path={ckpts['vae']}", "sampling.truncation=0.7")
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert "sampling.temperature" in proc.stderr + proc.stdout
