@@ -16,6 +16,7 @@ from gensuite.families.autoregressive import Autoregressive
 from gensuite.families.diffusion import Diffusion
 from gensuite.families.gan import GAN
 from gensuite.families.vae import VAE
+from gensuite.sweep import quote_sweep
 
 from .conftest import CONF, ROOT, compose_cfg
 
@@ -69,6 +70,8 @@ def test_the_readme_has_commands_of_every_entry():
 @pytest.mark.parametrize(("number", "script", "rest"), COMMANDS, ids=[f"L{n}" for n, _, _ in COMMANDS])
 def test_readme_command_composes(number, script, rest, cache_dir):
     argv, placeholder = to_argv(rest)
+    if script == "eval.py":
+        argv = quote_sweep(argv)  # as the eval entry does before Hydra reads the command line
     GlobalHydra.instance().clear()
     check_command_line(CONF, ENTRIES[script], argv)  # raises the ConfigError the user would see (exit 2)
     overrides = [a for a in argv if "=" in a and not a.startswith("-")]
@@ -78,7 +81,8 @@ def test_readme_command_composes(number, script, rest, cache_dir):
         stage_two = cfg.get("autoencoder_ckpt") or "model.tokenizer.path" in rest  # loads a real stage 1
         if not stage_two:
             instantiate_checked(cfg, "model")
-    knobs = [a.split("=")[0].split(".", 1)[1] for a in overrides if a.startswith("sampling.")]
+    swept = [a.split("=", 1)[1].strip("'") for a in overrides if a.startswith("sweep=")]
+    knobs = [a.split("=")[0].split(".", 1)[1] for a in overrides + swept if a.startswith("sampling.")]
     if knobs:
         family = next((cls for name, cls in FAMILY_OF_PLACEHOLDER.items() if name in placeholder), None)
         assert family is not None, f"README line {number}: name the family in the checkpoint placeholder"

@@ -3,6 +3,8 @@ the effect it names, a knob the family lacks is a one-line error listing the fam
 
 from __future__ import annotations
 
+import csv
+
 import numpy as np
 import pytest
 import torch
@@ -11,6 +13,7 @@ from gensuite.checkpoint import load_model
 from gensuite.errors import ConfigError
 from gensuite.eval import evaluate
 from gensuite.sample import apply_sampling, sample
+from gensuite.sweep import parse_sweep, quote_sweep
 
 from .conftest import run_entry
 from .test_samples_io import DIFFUSION, EVAL, GAN, SMALL_VAE, sample_cfg, untrained_checkpoint
@@ -131,3 +134,28 @@ def test_the_knob_error_is_one_line_through_the_entry(ckpts):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr + proc.stdout
     assert "sampling.temperature" in proc.stderr + proc.stdout
+
+
+def test_a_sweep_writes_one_evaluation_per_value_and_the_curve(ckpts, cache_dir, tmp_path):
+    out = tmp_path / "curve"
+    proc = run_entry("eval.py", f"ckpt_path={ckpts['vae']}", "sweep=sampling.temperature=0.3,1.0", *EVAL,
+                     f"paths.cache_dir={cache_dir}", f"out={out}")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = list(csv.DictReader((out / "sweep.csv").open()))
+    assert [float(r["sampling.temperature"]) for r in rows] == [0.3, 1.0]
+    assert all(float(r["fid"]) > 0 and 0 <= float(r["precision"]) <= 1 for r in rows)
+    assert rows[0]["fid"] != rows[1]["fid"]  # the knob changed the samples
+    assert (out / "sweep.png").stat().st_size > 10_000 and (out / "sampling.temperature=0.3.json").exists()
+
+
+def test_sweep_mistakes_are_named(ckpts, cache_dir):
+    from .conftest import compose_cfg
+
+    assert quote_sweep(["sweep=sampler.steps=4,8", "n=3"]) == ["sweep='sampler.steps=4,8'", "n=3"]
+    for bad, words in (("model.lr=1,2", "sampling.<knob>"), ("sampling.temperature=0.5", "two values")):
+        with pytest.raises(ConfigError, match=words):
+            parse_sweep(bad)
+    cfg = compose_cfg([f"ckpt_path={ckpts['diffusion']}", "sweep='sampler.steps=2,4'", *EVAL,
+                       f"paths.cache_dir={cache_dir}"], config_name="eval")  # fmt: skip
+    with pytest.raises(ConfigError, match="sampler=ddim"):
+        evaluate(cfg)

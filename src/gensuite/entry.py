@@ -34,6 +34,10 @@ def checked(config_name: str):
         @functools.wraps(main)
         def run(cfg_passthrough: DictConfig | None = None):
             if cfg_passthrough is None:  # called from the command line, not with a config (tests)
+                if config_name == "eval":  # sweep=sampling.temperature=0.6,0.8 as typed: quoted for Hydra
+                    from gensuite.sweep import quote_sweep
+
+                    sys.argv[1:] = quote_sweep(sys.argv[1:])
                 from gensuite.command_line import check_command_line
                 from gensuite.config import report_user_errors
 

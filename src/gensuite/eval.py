@@ -67,6 +67,8 @@ def check_source(cfg: DictConfig) -> str:
             f"samples={samples} needs data=<name>: the data whose real images are the reference",
             fix=f"add data=<one of {', '.join(IMAGE_DATA)}>, the data the samples imitate",
         )
+    if samples and cfg.get("sweep"):
+        raise ConfigError("sweep= varies a checkpoint's sampling, not given samples", fix="drop sweep=")
     if samples and cfg.get("sampler") is not None:
         raise ConfigError("sampler= applies to a checkpoint's sampling, not to given samples", fix="drop sampler=")
     knobs = [f"sampling.{k}" for k, v in (cfg.get("sampling") or {}).items() if v is not None]
@@ -82,6 +84,10 @@ def check_source(cfg: DictConfig) -> str:
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if check_source(cfg) == "samples":
         return evaluate_samples(cfg)
+    if cfg.get("sweep"):  # one evaluation per value of a sampling knob: see gensuite.sweep
+        from gensuite.sweep import run_sweep
+
+        return {"sweep": run_sweep(cfg, evaluate)}
     model, run_cfg = load_model(cfg.ckpt_path)
     apply_sampling(model, cfg)
     if cfg.get("seed") is not None:
