@@ -186,20 +186,22 @@ def _global_step(ckpt: Path) -> int:
 
 
 # -- the sampler itself ----------------------------------------------------------------------------------------
-def test_epoch_shuffle_splits_ranks_and_skips_the_trained_batches():
-    ranks = [EpochShuffle(103, seed=5, world=3, rank=r, batch_size=4) for r in range(3)]
+@pytest.mark.parametrize("mirror", [False, True])
+def test_epoch_shuffle_splits_ranks_and_skips_the_trained_batches(mirror):
+    """Also with random flips (``mirror``: item i comes as i + n, mirrored): the coins are part of the order."""
+    ranks = [EpochShuffle(103, seed=5, world=3, rank=r, batch_size=4, mirror=mirror) for r in range(3)]
     for s in ranks:
         s.set_epoch(2)
     shares = [list(s) for s in ranks]
     assert all(len(x) == 34 for x in shares) and len(set().union(*shares)) == 102  # disjoint, equal, cut to 3x34
-    assert shares[0] != EpochShuffle(103, seed=5, world=3, rank=0, batch_size=4, epoch=3).order(3)
+    assert shares[0] != EpochShuffle(103, seed=5, world=3, rank=0, batch_size=4, epoch=3, mirror=mirror).order(3)
 
-    sampler = EpochShuffle(103, seed=5, world=3, rank=1, batch_size=4, epoch=2)
+    sampler = EpochShuffle(103, seed=5, world=3, rank=1, batch_size=4, epoch=2, mirror=mirror)
     for _ in range(2):
         sampler.trained()
     state = sampler.state_dict()
     assert state["epoch"] == 2 and state["batches"] == 2
-    resumed = EpochShuffle(103, seed=5, world=3, rank=1, batch_size=4, epoch=2)
+    resumed = EpochShuffle(103, seed=5, world=3, rank=1, batch_size=4, epoch=2, mirror=mirror)
     resumed.load_state_dict(state)
     assert list(resumed) == shares[1][8:]  # the rest of the epoch, from the batch after the trained ones
     assert list(resumed) == shares[1][8:]  # a second iterator before any batch is trained: still the rest
@@ -207,6 +209,10 @@ def test_epoch_shuffle_splits_ranks_and_skips_the_trained_batches():
     resumed.set_epoch(3)
     assert list(resumed) == resumed.order(3)  # the next epoch is whole
     assert len(resumed) == 34
+    plain = EpochShuffle(103, seed=5, world=3, rank=1, batch_size=4).order(2)
+    assert [i % 103 for i in shares[1]] == plain  # flips or not, the same order
+    flipped = sum(i >= 103 for i in shares[1])
+    assert (5 < flipped < 29) if mirror else flipped == 0
 
 
 def test_lightning_uses_the_resumable_loader_as_given(make_cfg):

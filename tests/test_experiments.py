@@ -10,6 +10,7 @@ A GPT over VQ-VAE codes first trains its stage 1 (the matching ``*_vqvae`` exper
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -25,16 +26,22 @@ from .conftest import CONF, TINY, compose_cfg
 
 EXPERIMENTS = sorted(p.stem for p in (Path(CONF) / "experiment").glob("*.yaml"))
 DOWNLOADED = ("cifar10", "celeba", "mnist", "fashion_mnist")  # data this machine cannot fetch
-# parameter counts that the papers the configs follow report (millions): DDPM's CIFAR-10 UNet (Ho et al. 2020,
-# 35.7M) and DDIM's CelebA-64 UNet (Song et al. 2021, 78.7M)
-PUBLISHED = {"cifar10_diffusion": 35.7, "celeba64_diffusion": 78.7}
+# parameter counts (millions) of the published models the configs follow: DDPM's CIFAR-10 UNet (Ho et al. 2020,
+# 35.7M) and DDIM's CelebA-64 UNet (Song et al. 2021, 78.7M), also under flow matching (the same UNets); the
+# DCGAN of PyTorch's CelebA example (Radford et al. 2016 at ngf = ndf = 64: G 3.58M + D 2.77M)
+PUBLISHED = {"cifar10_diffusion": 35.7, "celeba64_diffusion": 78.7, "cifar10_flow": 35.7, "celeba64_flow": 78.7,
+             "celeba64_gan": 6.35}  # fmt: skip
 # size settings of the parts zoo and the value they take in the debug run
 SMALL = {"width": 16, "base_width": 16, "max_width": 32, "num_res_blocks": 1, "blocks": 1, "num_heads": 1, "heads": 2}
 RUN = [
     "data.batch_size=4",
     "data.eval_batch_size=4",
     "trainer.limit_train_batches=2",
-    "callbacks.evaluation=null",  # the sample metrics are tested elsewhere; here: the run itself
+    "metrics.features=none",  # the sample metrics are tested elsewhere; here: the run and a few samples
+    "metrics.n_samples=8",
+    "metrics.batch_size=8",
+    "callbacks.evaluation.n_samples_during_fit=8",
+    "callbacks.evaluation.grid_size=4",
     "callbacks.lr_monitor=null",
 ]
 
@@ -72,6 +79,8 @@ def shrink(node, prefix: str = "model") -> list[str]:
             out.append(f"{path}={SMALL[key]}")
         elif key == "depth" and isinstance(value, int) and "Transformer" in str(node.get("_target_", "")):
             out.append(f"{path}=1")
+        elif key == "nll_timesteps" and isinstance(value, int):  # network calls of the likelihood bound
+            out.append(f"{path}=2")
     return out
 
 
@@ -116,19 +125,26 @@ def test_experiment_builds_at_size_and_trains_a_debug_budget(experiment, photo_f
         extra = [f"model.tokenizer.path={stage1_checkpoint(experiment, data, tmp_path / 'stage1')}"]
         cfg = compose_cfg([*base, *data, *extra])
 
+    start = time.perf_counter()
     full = instantiate_checked(cfg, "model")  # the published size
     size = n_params(full)
-    print(f"\n{experiment}: {size:.2f}M parameters ({type(full).__name__})")
+    print(
+        f"\n{experiment}: {size:.2f}M parameters ({type(full).__name__}), built in {time.perf_counter() - start:.1f} s"
+    )
     if experiment in PUBLISHED:
         assert abs(size / PUBLISHED[experiment] - 1) < 0.02, (size, PUBLISHED[experiment])
     del full
 
     small = shrink(OmegaConf.to_container(cfg.model))
+    if OmegaConf.select(cfg, "sampler.steps") is not None:
+        small.append("sampler.steps=2")
     run = compose_cfg([*base, *data, *extra, *small, *RUN], tmp_path / "run")
     if experiment.startswith(("cifar10_", "celeba64_")):  # the promised data shape and precision
         assert run.data.channels == 3 and run.data.image_size == (32 if "cifar10" in experiment else 64)
         assert run.trainer.precision == "bf16-mixed" and run.data.augment == "flip"
+    start = time.perf_counter()
     result = train(run)
+    print(f"{experiment}: debug run {time.perf_counter() - start:.1f} s")
     metrics = result["metrics"]
     assert result["trainer"].global_step > 0 and not result["trainer"].interrupted
     assert any(k.startswith("val/") and np.isfinite(v) for k, v in metrics.items() if isinstance(v, float))

@@ -359,10 +359,12 @@ class Digits(ImageDataModule):
 
 # -- torchvision data: downloaded once when online ----------------------------------------------------------
 def _offline_error(name: str, root: str, err: BaseException) -> DataError:
+    layout = {"celeba": " (<folder>/celeba/: img_align_celeba/ and the list_*.txt, identity_CelebA.txt files)"}
+    layout = layout.get(name, "")
     return DataError(
         f"data={name}: the dataset is not under data.root={root} and could not be downloaded "
         f"({type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else 'no detail'})",
-        fix=f"connect to the internet once, or put the {name} files under data.root=<folder>, "
+        fix=f"connect to the internet once, or put the {name} files under data.root=<folder>{layout}, "
         f"or train on the embedded data: data=mnist5k (or data=digits)",
     )
 
