@@ -15,8 +15,10 @@ import signal
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import gensuite.train as train_module
 from gensuite.data.order import EpochShuffle, ResumableLoader
@@ -35,6 +37,9 @@ FAMILIES = {
     "transformer_text": ["model=transformer", "data=pydoc", "data.seq_len=16", "model.net.width=16",
                          "model.net.depth=1", "model.net.heads=2", "model.text_length=8", "model.text_samples=1",
                          "trainer.val_check_interval=null", "model.scheduler.warmup_steps=1"],
+    # random horizontal flips (data.augment=flip) of a folder of noise images: the flips resume with the order
+    "vae_flip": ["model=vae", "data=image_folder", "data.path={photos}", "data.image_size=8", "data.augment=flip",
+                 "model.encoder.width=8", "model.decoder.width=8"],
     "vqvae": ["model=vqvae", "data=digits", "model.grid_encoder.width=8", "model.grid_decoder.width=8",
               "model.grid_encoder.downsample=1", "model.grid_decoder.upsample=1", "model.num_codes=16",
               "model.code_dim=4"],
@@ -106,9 +111,15 @@ def references(tmp_path_factory, cache_dir):
     from .conftest import compose_cfg
 
     root = tmp_path_factory.mktemp("exact-resume")
+    photos = root / "photos"  # 64 RGB noise images (not mirror-symmetric: a flip changes the batch)
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(64):
+        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(photos / f"{i:02d}.png")
 
     def make(overrides, output_dir):
-        return compose_cfg(TINY + [f"paths.cache_dir={cache_dir}"] + list(overrides), output_dir)
+        overrides = [o.replace("{photos}", str(photos)) for o in overrides]
+        return compose_cfg(TINY + [f"paths.cache_dir={cache_dir}"] + overrides, output_dir)
 
     done: dict[str, Path] = {}
 
