@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
@@ -44,6 +45,15 @@ RUN = [
     "callbacks.evaluation.grid_size=4",
     "callbacks.lr_monitor=null",
 ]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Few-channel nets run fastest on one thread (two oversubscribe a shared machine badly); restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
