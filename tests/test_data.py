@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from gensuite.data.images import Digits, ImageFolder, MNIST5k, TorchvisionImages, stratified_split
+from gensuite.data.images import CelebA, Digits, ImageFolder, MNIST5k, TorchvisionImages, stratified_split
 from gensuite.errors import ConfigError, DataError
 
 
@@ -104,3 +104,81 @@ def test_torchvision_offline_fails_at_once_with_what_to_do(tmp_path):
         dm.setup()
     text = info.value.render()
     assert "data=mnist" in text and "data=mnist5k" in text and "data.root" in text
+
+
+def test_celeba_offline_fails_at_once_with_the_suites_message(tmp_path):
+    dm = CelebA(root=str(tmp_path / "nodata"), cache_dir=str(tmp_path / "cache"))
+    with pytest.raises(DataError) as info:
+        dm.setup()
+    text = info.value.render()
+    assert "data=celeba" in text and "img_align_celeba" in text and "data=mnist5k" in text
+    assert info.value.exit_code == 2 and len(text.splitlines()) <= 5
+
+
+@pytest.mark.parametrize("make", [Digits, MNIST5k, lambda **kw: TorchvisionImages(name="mnist", **kw)])
+def test_flips_are_refused_for_digits(make):
+    with pytest.raises(ConfigError, match="augment=flip") as info:
+        make(augment="flip")
+    assert info.value.keys == ("augment",) and "data.augment=null" in info.value.fix
+    TorchvisionImages(name="fashion_mnist", augment="flip")  # clothes mirror well: allowed
+
+
+def test_flips_mirror_about_half_of_each_batch_the_same_way_every_time(tmp_path):
+    _write_pngs(tmp_path / "imgs", 60, size=8, color=True)
+    kw = {"path": str(tmp_path / "imgs"), "channels": 3, "image_size": 8, "batch_size": 48, "seed": 1}
+    plain, flipped = ImageFolder(**kw), ImageFolder(**kw, augment="flip")
+    x0, _ = next(iter(plain.train_dataloader()))
+    x1, _ = next(iter(flipped.train_dataloader()))
+    same = (x1 == x0).flatten(1).all(1)
+    mirrored = (x1 == x0.flip(-1)).flatten(1).all(1)
+    assert (same | mirrored).all()  # the same images in the same order, some mirrored along the width
+    assert 10 < int(mirrored.sum()) < 38
+    loader = flipped.train_dataloader()
+    assert torch.equal(next(iter(loader))[0], x1)  # decided by (seed, epoch): the same again
+    loader.sampler.set_epoch(1)
+    assert not torch.equal(next(iter(loader))[0], x1)
+
+
+def test_folder_is_decoded_once_into_the_cache_and_served_mapped(tmp_path, monkeypatch):
+    import gensuite.data.files as files
+
+    _write_pngs(tmp_path / "imgs", 30, size=10, color=True)
+    kw = {"path": str(tmp_path / "imgs"), "channels": 3, "image_size": 8, "cache_dir": str(tmp_path / "cache")}
+    first = ImageFolder(**kw)
+    first.setup()
+    assert len(list((tmp_path / "cache" / "decoded").glob("*.u8"))) == 1
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded again")
+
+    monkeypatch.setattr(files, "read_image", no_decoding)
+    again, mapped = ImageFolder(**kw), ImageFolder(**kw, in_memory_limit=5, num_workers=1, persistent_workers=False)
+    again.setup(), mapped.setup()
+    assert not again.train.mapped and mapped.train.mapped  # held in memory / rows of the mapped file
+    for split in ("train", "val", "test"):
+        assert torch.equal(first.real_images(split)[0], again.real_images(split)[0])
+        assert torch.equal(first.real_images(split)[0], mapped.real_images(split)[0])
+    assert first.fingerprint() == mapped.fingerprint()
+    x, _ = next(iter(mapped.train_dataloader()))  # a worker process reads the mapped rows
+    assert torch.equal(x, next(iter(again.train_dataloader()))[0])
+
+    monkeypatch.undo()
+    _write_pngs(tmp_path / "imgs", 1, size=10, color=True, start=99)  # a changed folder is decoded anew
+    changed = ImageFolder(**kw)
+    changed.setup()
+    assert len(changed.train) + len(changed.val) + len(changed.test) == 31
+    assert changed.fingerprint() != first.fingerprint()
+
+
+def test_a_bad_file_leaves_no_cache_behind(tmp_path):
+    _write_pngs(tmp_path / "imgs", 6, size=10)
+    good = (tmp_path / "imgs" / "img0.png").read_bytes()
+    (tmp_path / "imgs" / "broken.png").write_bytes(good[: len(good) // 3])
+    kw = {"path": str(tmp_path / "imgs"), "channels": 1, "image_size": 8, "cache_dir": str(tmp_path / "cache")}
+    with pytest.raises(DataError, match="broken.png"):
+        ImageFolder(**kw, num_workers=2).setup()
+    assert not any((tmp_path / "cache" / "decoded").iterdir())
+    lenient = ImageFolder(**kw, skip_bad_files=True)
+    lenient.setup()
+    assert lenient.skipped == [str((tmp_path / "imgs" / "broken.png").resolve())]
+    assert len(lenient.train) + len(lenient.val) + len(lenient.test) == 6

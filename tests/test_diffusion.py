@@ -165,9 +165,14 @@ def test_sampler_settings_fail_early_naming_the_key():
 
 
 # -- denoisers -------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("channels,size", [(1, 8), (3, 8), (1, 28), (3, 28), (1, 32), (3, 32), (1, 64), (3, 64)])
-def test_unet_maps_noisy_images_to_their_shape(channels, size):
-    net = UNet(channels, size, base_width=8, channel_mults=[1, 2, 4], attention_levels=[-1], dropout=0.1)
+@pytest.mark.parametrize(
+    "channels,size,scale_shift",
+    [(1, 8, True), (3, 8, True), (1, 28, True), (3, 28, True), (1, 32, True), (3, 32, False), (1, 64, True),
+     (3, 64, False)],
+)  # fmt: skip
+def test_unet_maps_noisy_images_to_their_shape(channels, size, scale_shift):
+    net = UNet(channels, size, base_width=8, channel_mults=[1, 2, 4], attention_levels=[-1], dropout=0.1,
+               scale_shift=scale_shift)  # fmt: skip
     x, t = torch.randn(2, channels, size, size), torch.tensor([0, 999])
     out = net(x, t)
     assert out.shape == x.shape and torch.isfinite(out).all()
@@ -180,6 +185,7 @@ def test_class_conditional_denoisers_use_labels_and_a_no_label_class():
     torch.manual_seed(0)
     for net, x in [
         (UNet(1, 8, num_classes=3, **SMALL_UNET), torch.randn(2, 1, 8, 8)),
+        (UNet(1, 8, num_classes=3, scale_shift=False, **SMALL_UNET), torch.randn(2, 1, 8, 8)),  # DDPM's block
         (MLPDenoiser(dim=6, width=16, depth=2, num_classes=3), torch.randn(2, 6)),
     ]:
         for p in net.parameters():  # leave the zero initialisation, so outputs depend on the inputs

@@ -15,8 +15,10 @@ import signal
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import gensuite.train as train_module
 from gensuite.data.order import EpochShuffle, ResumableLoader
@@ -35,6 +37,9 @@ FAMILIES = {
     "transformer_text": ["model=transformer", "data=pydoc", "data.seq_len=16", "model.net.width=16",
                          "model.net.depth=1", "model.net.heads=2", "model.text_length=8", "model.text_samples=1",
                          "trainer.val_check_interval=null", "model.scheduler.warmup_steps=1"],
+    # random horizontal flips (data.augment=flip) of a folder of noise images: the flips resume with the order
+    "vae_flip": ["model=vae", "data=image_folder", "data.path={photos}", "data.image_size=8", "data.augment=flip",
+                 "model.encoder.width=8", "model.decoder.width=8"],
     "vqvae": ["model=vqvae", "data=digits", "model.grid_encoder.width=8", "model.grid_decoder.width=8",
               "model.grid_encoder.downsample=1", "model.grid_decoder.upsample=1", "model.num_codes=16",
               "model.code_dim=4"],
@@ -106,9 +111,15 @@ def references(tmp_path_factory, cache_dir):
     from .conftest import compose_cfg
 
     root = tmp_path_factory.mktemp("exact-resume")
+    photos = root / "photos"  # 64 RGB noise images (not mirror-symmetric: a flip changes the batch)
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(64):
+        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(photos / f"{i:02d}.png")
 
     def make(overrides, output_dir):
-        return compose_cfg(TINY + [f"paths.cache_dir={cache_dir}"] + list(overrides), output_dir)
+        overrides = [o.replace("{photos}", str(photos)) for o in overrides]
+        return compose_cfg(TINY + [f"paths.cache_dir={cache_dir}"] + overrides, output_dir)
 
     done: dict[str, Path] = {}
 
@@ -186,20 +197,22 @@ def _global_step(ckpt: Path) -> int:
 
 
 # -- the sampler itself ----------------------------------------------------------------------------------------
-def test_epoch_shuffle_splits_ranks_and_skips_the_trained_batches():
-    ranks = [EpochShuffle(103, seed=5, world=3, rank=r, batch_size=4) for r in range(3)]
+@pytest.mark.parametrize("mirror", [False, True])
+def test_epoch_shuffle_splits_ranks_and_skips_the_trained_batches(mirror):
+    """Also with random flips (``mirror``: item i comes as i + n, mirrored): the coins are part of the order."""
+    ranks = [EpochShuffle(103, seed=5, world=3, rank=r, batch_size=4, mirror=mirror) for r in range(3)]
     for s in ranks:
         s.set_epoch(2)
     shares = [list(s) for s in ranks]
     assert all(len(x) == 34 for x in shares) and len(set().union(*shares)) == 102  # disjoint, equal, cut to 3x34
-    assert shares[0] != EpochShuffle(103, seed=5, world=3, rank=0, batch_size=4, epoch=3).order(3)
+    assert shares[0] != EpochShuffle(103, seed=5, world=3, rank=0, batch_size=4, epoch=3, mirror=mirror).order(3)
 
-    sampler = EpochShuffle(103, seed=5, world=3, rank=1, batch_size=4, epoch=2)
+    sampler = EpochShuffle(103, seed=5, world=3, rank=1, batch_size=4, epoch=2, mirror=mirror)
     for _ in range(2):
         sampler.trained()
     state = sampler.state_dict()
     assert state["epoch"] == 2 and state["batches"] == 2
-    resumed = EpochShuffle(103, seed=5, world=3, rank=1, batch_size=4, epoch=2)
+    resumed = EpochShuffle(103, seed=5, world=3, rank=1, batch_size=4, epoch=2, mirror=mirror)
     resumed.load_state_dict(state)
     assert list(resumed) == shares[1][8:]  # the rest of the epoch, from the batch after the trained ones
     assert list(resumed) == shares[1][8:]  # a second iterator before any batch is trained: still the rest
@@ -207,6 +220,10 @@ def test_epoch_shuffle_splits_ranks_and_skips_the_trained_batches():
     resumed.set_epoch(3)
     assert list(resumed) == resumed.order(3)  # the next epoch is whole
     assert len(resumed) == 34
+    plain = EpochShuffle(103, seed=5, world=3, rank=1, batch_size=4).order(2)
+    assert [i % 103 for i in shares[1]] == plain  # flips or not, the same order
+    flipped = sum(i >= 103 for i in shares[1])
+    assert (5 < flipped < 29) if mirror else flipped == 0
 
 
 def test_lightning_uses_the_resumable_loader_as_given(make_cfg):

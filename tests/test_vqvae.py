@@ -98,6 +98,15 @@ def test_ema_codebook_moves_to_the_mean_of_its_vectors():
 
 
 # -- a short run ----------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("batch,rows,per_row", [(2, 1, 2), (5, 1, 4), (16, 4, 4)])
+def test_reconstruction_panel_pairs_images_for_any_batch_size(make_cfg, batch, rows, per_row):
+    model = instantiate_checked(make_cfg(SMALL), "model")
+    x = torch.rand(batch, 1, 8, 8)
+    panel = model.panels((x, torch.zeros(batch, dtype=torch.long)), n=4)["reconstructions"]
+    assert panel.shape == (rows, 2 * per_row, 1, 8, 8)  # (rows, image / reconstruction pairs, C, H, W)
+    assert torch.equal(panel[:, 0::2].flatten(0, 1), x[: rows * per_row])
+
+
 @pytest.fixture(scope="module")
 def vq_run(tmp_path_factory, cache_dir):
     from .conftest import TINY, compose_cfg

