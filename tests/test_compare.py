@@ -103,11 +103,13 @@ def test_the_runs_compare_launches_compose_with_a_time_based_validation(monkeypa
 
     seen = {}
 
-    def fake_run(cmd, cwd):
-        seen["args"] = cmd[2:]
+    def fake_run(cmd, **kwargs):
+        assert cmd[1:3] == ["-m", "gensuite.train"] and "cwd" not in kwargs  # the installed module, from any folder
+        seen["args"] = cmd[3:]
         return subprocess.CompletedProcess(cmd, 0)
 
     monkeypatch.setattr(compare.subprocess, "run", fake_run)
+    monkeypatch.delenv("GENSUITE_CACHE_DIR", raising=False)
     cfg = OmegaConf.create(
         {"families": ["vae", "diffusion"], "seeds": 1, "data": "mnist5k", "max_time": "00:00:06:00",
          "eval_every_n_seconds": 90, "metrics": {"features": "classifier"}, "overrides": []}
@@ -115,6 +117,7 @@ def test_the_runs_compare_launches_compose_with_a_time_based_validation(monkeypa
     compare.run_families(cfg, tmp_path)
     args = [a for a in seen["args"] if a != "-m" and not a.startswith(("hydra.", "seed=", "model="))]
     assert "trainer.val_check_interval=00:00:01:30" in args
+    assert f"paths.cache_dir={tmp_path / 'cache'}" in args  # the comparison writes only under its out
     for family in cfg.families:
         composed = compose_cfg([f"model={family}", *args], tmp_path / family)
         assert composed.trainer.val_check_interval == "00:00:01:30"

@@ -13,6 +13,7 @@ import csv
 import html
 import json
 import math
+import os
 import statistics
 import subprocess
 import sys
@@ -25,8 +26,6 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from gensuite.errors import ConfigError, DataError
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -371,11 +370,13 @@ def run_families(cfg: DictConfig, out: Path) -> tuple[Path, str]:
         "trainer.check_val_every_n_epoch=1",
         f"metrics.features={cfg.metrics.features}",
         "callbacks.progress_bar=null",
+        # everything the comparison writes stays under its out (GENSUITE_CACHE_DIR: a cache shared on purpose)
+        *([] if os.environ.get("GENSUITE_CACHE_DIR") else [f"paths.cache_dir={out / 'cache'}"]),
         *list(cfg.overrides or []),
     ]
-    command = "python train.py " + " ".join(args)
+    command = "python -m gensuite.train " + " ".join(args)
     print(f"[gensuite] compare: {command}", flush=True)
-    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT)
+    proc = subprocess.run([sys.executable, "-m", "gensuite.train", *args])
     if proc.returncode != 0:
         raise DataError(
             f"the comparison runs failed (exit {proc.returncode}); finished runs are in {out / 'runs'}",
@@ -385,7 +386,9 @@ def run_families(cfg: DictConfig, out: Path) -> tuple[Path, str]:
 
 
 def compare(cfg: DictConfig) -> dict[str, Path]:
-    out = Path(cfg.out) if cfg.get("out") else ROOT / "logs" / "compare" / f"{datetime.now():%Y-%m-%d_%H-%M-%S}"
+    # relative to where it is started (as train.py's logs/), so an installed suite works from any folder
+    out = Path(cfg.out) if cfg.get("out") else Path("logs") / "compare" / f"{datetime.now():%Y-%m-%d_%H-%M-%S}"
+    out = out.resolve()
     if cfg.get("runs"):
         folder, command = Path(str(cfg.runs)), None
         if not folder.is_dir():
@@ -395,3 +398,9 @@ def compare(cfg: DictConfig) -> dict[str, Path]:
     paths = build_report(read_runs(folder), out, command=command)
     print(f"[gensuite] report: {paths['report.md']}\n[gensuite] html:   {paths['report.html']}")
     return paths
+
+
+if __name__ == "__main__":  # python -m gensuite.compare [overrides]: the same as the checkout's compare.py
+    from gensuite.entry import compare as main
+
+    main()

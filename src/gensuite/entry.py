@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import functools
 import sys
-from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
+from gensuite import config_dir
 from gensuite.launch import register_resolvers
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+CONFIG_DIR = str(config_dir())
 register_resolvers()
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
-from gensuite import samples_io
+from gensuite import config_dir, samples_io
 from gensuite.callbacks.evaluation import Evaluation
 from gensuite.checkpoint import load_model
 from gensuite.config import instantiate_checked
@@ -44,7 +44,7 @@ def metrics_config(cfg: DictConfig, run_cfg: DictConfig) -> DictConfig:
     return merged
 
 
-DATA_DIR = Path(__file__).resolve().parents[2] / "conf" / "data"
+DATA_DIR = config_dir() / "data"
 IMAGE_DATA = sorted(p.stem for p in DATA_DIR.glob("*.yaml") if "modality: text" not in p.read_text())
 WHAT = "ckpt_path=<.ckpt> scores a model; samples=<.npz | .npy | folder of images> data=<data> scores given samples"
 
@@ -175,3 +175,9 @@ def print_metrics(metrics: dict[str, Any], title: str) -> None:
             v = metrics[k]
             table.add_row(k, f"{v:.4g}" if isinstance(v, float) else str(v))
     Console(width=100).print(table)
+
+
+if __name__ == "__main__":  # python -m gensuite.eval [overrides]: the same as the checkout's eval.py
+    from gensuite.entry import evaluate as main
+
+    main()

@@ -198,3 +198,9 @@ def sample(cfg: DictConfig) -> Path:
         print(texts[0][:2000])
     print(f"[gensuite] wrote {cfg.n} samples to {path}" + (" (with their labels)" if labels is not None else ""))
     return path
+
+
+if __name__ == "__main__":  # python -m gensuite.sample [overrides]: the same as the checkout's sample.py
+    from gensuite.entry import sample as main
+
+    main()

@@ -309,3 +309,9 @@ def print_summary(metrics: dict[str, Any], out_dir: Path) -> None:
     if last.is_file():
         lines.append(f"sample more  python sample.py ckpt_path={last} n=64")
     console.print("\n".join(lines), highlight=False)
+
+
+if __name__ == "__main__":  # python -m gensuite.train [overrides]: the same as the checkout's train.py
+    from gensuite.entry import train as main
+
+    main()

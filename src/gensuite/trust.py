@@ -27,20 +27,15 @@ import inspect
 import os
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
+from gensuite import config_dir
 from gensuite.errors import CheckpointError
 
 #: the config groups whose shipped ``_target_``s a stored config may name
 BUILT_GROUPS = ("model", "data", "metrics", "sampler")
 TRUSTED_ENV = "GENSUITE_TRUSTED_MODULES"
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
-
-
-def config_dir() -> Path:
-    """The suite's shipped config folder."""
-    return Path(__file__).resolve().parents[2] / "conf"
 
 
 def _targets_in(node: Any) -> Iterator[str]:
