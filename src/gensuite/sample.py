@@ -47,24 +47,22 @@ def apply_sampler(model: torch.nn.Module, cfg: DictConfig) -> None:
     model.set_sampler(instantiate_checked(cfg, "sampler"))
 
 
-def class_labels(model: torch.nn.Module, n: int, generator: torch.Generator) -> tuple[dict, torch.Tensor | None]:
+def class_labels(model: torch.nn.Module, n: int) -> tuple[dict, torch.Tensor | None]:
     """The labels a conditional model is given for ``n`` samples, as ``(keyword for model.sample, labels)``.
 
-    They are chosen here and passed in, so the labels stored are the ones the samples were drawn with: the GAN's
-    own balanced labels (``sample_labels``), uniform labels from ``generator`` for diffusion (what its ``sample``
-    draws when given none). An unconditional model, or one that takes no labels, gets ``({}, None)``.
+    They are chosen here and passed in, so the labels stored are the ones the samples were drawn with: the
+    family's ``sample_labels(n)`` (every family: the balanced rule of `gensuite.families.conditioning`), passed
+    as ``labels=`` or ``y=``, whichever its ``sample`` takes. An unconditional model, or one that takes no
+    labels, gets ``({}, None)``.
     """
-    k = int(getattr(model, "num_classes", 0) or 0)
-    if k <= 0:
+    if int(getattr(model, "num_classes", 0) or 0) <= 0 or not hasattr(model, "sample_labels"):
         return {}, None
     takes = inspect.signature(model.sample).parameters
-    if "labels" in takes and hasattr(model, "sample_labels"):
-        labels = model.sample_labels(n)
-        return {"labels": labels}, labels
-    if "y" in takes:
-        labels = torch.randint(0, k, (n,), generator=generator, device=generator.device)
-        return {"y": labels}, labels
-    return {}, None
+    keyword = next((k for k in ("labels", "y") if k in takes), None)
+    if keyword is None:
+        return {}, None
+    labels = model.sample_labels(n)
+    return {keyword: labels}, labels
 
 
 def draw(
@@ -74,7 +72,7 @@ def draw(
     done = 0
     while done < n:
         b = min(batch_size, n - done)
-        kwargs, labels = class_labels(model, b, generator)
+        kwargs, labels = class_labels(model, b)
         with torch.no_grad():
             out = model.sample(b, generator=generator, **kwargs)
         yield out.cpu(), (labels.cpu() if labels is not None else None)
