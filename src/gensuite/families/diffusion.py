@@ -31,6 +31,7 @@ from gensuite.diffusion.schedules import NoiseSchedule, check_prediction
 from gensuite.errors import ConfigError
 from gensuite.families import conditioning
 from gensuite.families.base import GenerativeModule, Panel
+from gensuite.processes import check_process
 
 
 class Diffusion(GenerativeModule):
@@ -103,7 +104,8 @@ class Diffusion(GenerativeModule):
         try:
             self.set_sampler(sampler or self.sampler)
         except ConfigError as err:  # name the keys as this family's config sees them
-            raise ConfigError(err.message, keys=("sampler.steps", "schedule.num_timesteps"), fix=err.fix) from None
+            keys = err.keys if err.keys == ("sampler",) else ("sampler.steps", "schedule.num_timesteps")
+            raise ConfigError(err.message, keys=keys, fix=err.fix) from None
 
     # -- data <-> model space ----------------------------------------------------------------------------------
     def encode_data(self, x: torch.Tensor) -> torch.Tensor:
@@ -120,7 +122,9 @@ class Diffusion(GenerativeModule):
 
     # -- sampler -----------------------------------------------------------------------------------------------
     def set_sampler(self, sampler: Sampler) -> None:
-        """Use ``sampler`` from now on (``python sample.py ckpt_path=... sampler=ddim sampler.steps=50``)."""
+        """Use ``sampler`` from now on (``python sample.py ckpt_path=... sampler=ddim sampler.steps=50``); a
+        sampler of another process (a flow model's) is refused."""
+        check_process(sampler, "diffusion", self.family)
         sampler.check(self.schedule)
         self.sampler = sampler
 
