@@ -35,7 +35,7 @@ from gensuite.errors import ConfigError
 from gensuite.families import conditioning
 from gensuite.families.base import GenerativeModule, Panel
 from gensuite.flow.likelihood import PROBES, ode_log_likelihood
-from gensuite.flow.samplers import FlowSampler, Heun
+from gensuite.flow.samplers import Euler, FlowSampler, Heun
 from gensuite.processes import check_process
 
 TIME_SAMPLING = ("uniform", "logit_normal")
@@ -46,7 +46,7 @@ class FlowMatching(GenerativeModule):
 
     Args:
         denoiser: ``(x_t, t, y) -> tensor like x_t`` (``model/denoiser=unet``): here the velocity field.
-        sampler: a flow sampler (``sampler=euler|heun|midpoint sampler.steps=N``); default Heun, 8 steps.
+        sampler: a flow sampler (``sampler=euler|heun|midpoint sampler.steps=N``); default Euler, 16 steps.
         time_sampling: ``uniform`` or ``logit_normal`` (SD3); ``logit_mean``, ``logit_std``: its m and s.
         time_scale: the network is given ``t * time_scale`` (its sinusoidal embedding expects step-like numbers).
         num_classes: > 0 trains a class-conditional model with label dropout (must match the denoiser's).
@@ -72,7 +72,7 @@ class FlowMatching(GenerativeModule):
         label_dropout: float = 0.1,
         guidance_scale: float = 1.0,
         dequantize: bool = True,
-        nll_steps: int = 4,
+        nll_steps: int = 8,
         nll_probe: str = "rademacher",
         nll_seed: int = 0,
         optimizer=None,
@@ -110,7 +110,7 @@ class FlowMatching(GenerativeModule):
             self.sample_shape: tuple[int, ...] = (denoiser.in_channels, denoiser.image_size, denoiser.image_size)
         else:
             self.sample_shape = (denoiser.dim,)
-        self.sampler: FlowSampler = Heun()
+        self.sampler: FlowSampler = Euler(16)
         self.set_sampler(sampler or self.sampler)
 
     @property
