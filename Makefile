@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 ARGS ?=
 
 # every family the suite can train from nothing (latent_diffusion needs a trained VAE's checkpoint)
-FAMILIES ?= vae,gan,diffusion,transformer,vqvae
+FAMILIES ?= vae,gan,diffusion,flow_matching,transformer,vqvae
 
 .PHONY: help install train test smoke test-all lint format bench compare tensorboard clean
 .DEFAULT_GOAL := help

@@ -81,30 +81,22 @@ def given_labels(model: torch.nn.Module, cfg: DictConfig, n: int) -> torch.Tenso
     return torch.tensor(wanted, dtype=torch.long).repeat((n + len(wanted) - 1) // len(wanted))[:n]
 
 
-def class_labels(
-    model: torch.nn.Module, n: int, generator: torch.Generator, given: torch.Tensor | None = None
-) -> tuple[dict, torch.Tensor | None]:
+def class_labels(model: torch.nn.Module, n: int, given: torch.Tensor | None = None) -> tuple[dict, torch.Tensor | None]:
     """The labels a conditional model is given for ``n`` samples, as ``(keyword for model.sample, labels)``.
 
     They are chosen here and passed in, so the labels stored are the ones the samples were drawn with: ``given``
-    (``label=`` / ``labels=``), else the GAN's own balanced labels (``sample_labels``), uniform labels from
-    ``generator`` for diffusion (what its ``sample`` draws when given none). An unconditional model, or one that
-    takes no labels, gets ``({}, None)``.
+    (``label=`` / ``labels=``), else the family's ``sample_labels(n)`` (every family: the balanced rule of
+    `gensuite.families.conditioning`), passed as ``labels=`` or ``y=``, whichever its ``sample`` takes. An
+    unconditional model, or one that takes no labels, gets ``({}, None)``.
     """
-    k = int(getattr(model, "num_classes", 0) or 0)
-    if k <= 0:
+    if int(getattr(model, "num_classes", 0) or 0) <= 0 or not hasattr(model, "sample_labels"):
         return {}, None
     takes = inspect.signature(model.sample).parameters
-    key = "labels" if "labels" in takes else "y" if "y" in takes else None
-    if key is None:
+    keyword = next((k for k in ("labels", "y") if k in takes), None)
+    if keyword is None:
         return {}, None
-    if given is not None:
-        labels = given.to(generator.device)
-    elif hasattr(model, "sample_labels"):
-        labels = model.sample_labels(n)
-    else:
-        labels = torch.randint(0, k, (n,), generator=generator, device=generator.device)
-    return {key: labels}, labels
+    labels = given.to(model.device) if given is not None else model.sample_labels(n)
+    return {keyword: labels}, labels
 
 
 def draw(
@@ -120,7 +112,7 @@ def draw(
     while done < n:
         b = min(batch_size, n - done)
         given = labels[done : done + b] if labels is not None else None
-        kwargs, labels_b = class_labels(model, b, generator, given)
+        kwargs, labels_b = class_labels(model, b, given)
         with torch.no_grad():
             out = model.sample(b, generator=generator, **kwargs)
         yield out.cpu(), (labels_b.cpu() if labels_b is not None else None)

@@ -51,6 +51,7 @@ class Sampler:
     """
 
     name = "sampler"
+    process = "diffusion"  # refused by flow models (gensuite.processes)
 
     def __init__(self, steps: int, spacing: str = "time"):
         if int(steps) < 1:

@@ -8,7 +8,8 @@ stops the low-noise steps from dominating the gradient.
 Classifier-free guidance (Ho & Salimans 2022): with ``num_classes > 0`` the label is replaced by "no label"
 (``-1``) with probability ``label_dropout`` during training, so one network learns p(x|y) and p(x). At sampling
 the two outputs are mixed: ``out = out(∅) + s · (out(y) - out(∅))``; ``s = 0`` is unconditional, ``s = 1``
-conditional, ``s > 1`` trades diversity for fidelity.
+conditional, ``s > 1`` trades diversity for fidelity. Labels to sample are balanced. All of it is the shared
+`gensuite.families.conditioning`.
 
 Sampling uses the model's current sampler (`set_sampler`; ``sampler=`` on the command line), also inside the
 shared evaluation: ``eval_info()`` puts its name and step count into metrics.json. ``nll`` is the variational
@@ -28,7 +29,9 @@ from gensuite.diffusion.likelihood import variational_bound
 from gensuite.diffusion.samplers import DPMSolverSDE, Sampler
 from gensuite.diffusion.schedules import NoiseSchedule, check_prediction
 from gensuite.errors import ConfigError
+from gensuite.families import conditioning
 from gensuite.families.base import GenerativeModule, Panel
+from gensuite.processes import check_process
 
 
 class Diffusion(GenerativeModule):
@@ -50,8 +53,7 @@ class Diffusion(GenerativeModule):
     """
 
     family = "diffusion"
-    sampling_knobs = {"guidance_scale": "classifier-free guidance of a conditional model (0: unconditional, "
-                      "1: conditional, > 1: guided)"}  # fmt: skip
+    sampling_knobs = conditioning.GUIDANCE_KNOB
 
     def __init__(
         self,
@@ -103,7 +105,8 @@ class Diffusion(GenerativeModule):
         try:
             self.set_sampler(sampler or self.sampler)
         except ConfigError as err:  # name the keys as this family's config sees them
-            raise ConfigError(err.message, keys=("sampler.steps", "schedule.num_timesteps"), fix=err.fix) from None
+            keys = err.keys if err.keys == ("sampler",) else ("sampler.steps", "schedule.num_timesteps")
+            raise ConfigError(err.message, keys=keys, fix=err.fix) from None
 
     # -- data <-> model space ----------------------------------------------------------------------------------
     def encode_data(self, x: torch.Tensor) -> torch.Tensor:
@@ -120,20 +123,14 @@ class Diffusion(GenerativeModule):
 
     # -- sampler -----------------------------------------------------------------------------------------------
     def set_sampler(self, sampler: Sampler) -> None:
-        """Use ``sampler`` from now on (``python sample.py ckpt_path=... sampler=ddim sampler.steps=50``)."""
+        """Use ``sampler`` from now on (``python sample.py ckpt_path=... sampler=ddim sampler.steps=50``); a
+        sampler of another process (a flow model's) is refused."""
+        check_process(sampler, "diffusion", self.family)
         sampler.check(self.schedule)
         self.sampler = sampler
 
     def check_sampling(self) -> None:
-        if self.guidance_scale < 0:
-            raise ConfigError(f"guidance_scale must be >= 0, got {self.guidance_scale}", keys=("guidance_scale",))
-        if self.guidance_scale != 1.0 and not self.conditional:
-            raise ConfigError(
-                f"guidance_scale={self.guidance_scale} but this {self.family} model is unconditional "
-                "(classifier-free guidance mixes a conditional and an unconditional prediction)",
-                keys=("guidance_scale",),
-                fix="drop the guidance setting, or train a conditional model (model.num_classes=${data.num_classes})",
-            )
+        conditioning.check_guidance(self.guidance_scale, self.conditional, self.family)
 
     def eval_info(self) -> dict[str, str | float]:
         """How samples are made, for metrics.json (FID of DDPM-1000 and of DPM-Solver-20 are different numbers)."""
@@ -152,11 +149,12 @@ class Diffusion(GenerativeModule):
         return clipped / snr if self.prediction == "eps" else clipped / (snr + 1)
 
     def training_labels(self, batch) -> torch.Tensor | None:
-        if not self.conditional:
-            return None
-        y = batch[1].clone()
-        drop = torch.rand(y.shape, device=y.device) < self.label_dropout
-        return torch.where(drop, torch.full_like(y, -1), y)  # -1: "no label" (classifier-free guidance)
+        """The batch's labels with label dropout (classifier-free guidance); None for an unconditional model."""
+        return conditioning.drop_labels(batch[1], self.label_dropout) if self.conditional else None
+
+    def sample_labels(self, n: int) -> torch.Tensor | None:
+        """The labels `sample` draws for ``n`` samples of a conditional model: the shared balanced rule."""
+        return conditioning.sample_labels(n, self.num_classes, self.device)
 
     def losses(self, batch) -> dict[str, torch.Tensor]:
         x0 = self.encode_data(batch[0])
@@ -177,17 +175,9 @@ class Diffusion(GenerativeModule):
     ) -> torch.Tensor:
         """The network output at (x_t, t), guided: ``out(∅) + s (out(y) - out(∅))`` for a conditional model.
 
-        ``y=None`` (or a model without classes) is the unconditional output; s = 1 skips the unconditional call.
+        ``y=None`` (or a model without classes) is the unconditional output (`conditioning.guide`).
         """
-        if not self.conditional or y is None:
-            return self.denoiser(x, t, None)
-        if guidance_scale == 1.0:
-            return self.denoiser(x, t, y)
-        if guidance_scale == 0.0:
-            return self.denoiser(x, t, None)
-        both = self.denoiser(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, torch.full_like(y, -1)]))
-        cond, uncond = both.chunk(2)  # one batched call for both halves
-        return uncond + guidance_scale * (cond - uncond)
+        return conditioning.guide(self.denoiser, x, t, y if self.conditional else None, guidance_scale)
 
     def denoiser_fn(self, y: torch.Tensor | None = None, guidance_scale: float = 1.0, clip: bool | None = None):
         """``(x_t, t) -> x̂_0``: what every sampler calls (ε or v converted, guided, optionally clipped)."""
@@ -211,13 +201,13 @@ class Diffusion(GenerativeModule):
     ) -> torch.Tensor:
         """``n`` images in [0, 1] with the current sampler (or ``sampler``).
 
-        A conditional model draws uniform labels from ``generator`` unless ``y`` is given, and guides with
+        A conditional model is given balanced labels (`sample_labels`) unless ``y`` is given, and guides with
         ``guidance_scale`` (default: the model's).
         """
         sampler = sampler or self.sampler
         x = torch.randn(n, *self.sample_shape, generator=generator, device=self.device)
         if self.conditional and y is None:
-            y = torch.randint(0, self.num_classes, (n,), generator=generator, device=self.device)
+            y = self.sample_labels(n)
         scale = self.guidance_scale if guidance_scale is None else guidance_scale
         out = sampler(self.denoiser_fn(y, scale), self.schedule, x, generator)
         return self.decode_data(out)
@@ -253,6 +243,6 @@ class Diffusion(GenerativeModule):
     @torch.no_grad()
     def class_grid(self, generator=None, per_class: int = 8) -> torch.Tensor:
         """``(num_classes, per_class, C, H, W)``: one row per class, at the model's guidance scale."""
-        y = torch.arange(self.num_classes, device=self.device).repeat_interleave(per_class)
+        y = conditioning.class_grid_labels(self.num_classes, per_class, self.device)
         images = self.sample(len(y), generator, y=y)
         return images.view(self.num_classes, per_class, *images.shape[1:])

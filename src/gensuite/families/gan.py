@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from gensuite.errors import ConfigError
+from gensuite.families import conditioning
 from gensuite.families.base import GenerativeModule, NonFiniteLossError, Panel
 from gensuite.families.gan_losses import AdversarialLoss
 from gensuite.nets.discriminators import uses_batch_statistics
@@ -159,10 +160,8 @@ class GAN(GenerativeModule):
         return torch.tanh(raw)
 
     def sample_labels(self, n: int) -> torch.Tensor | None:
-        """Balanced labels ``0, 1, ..., K-1, 0, 1, ...`` (class coverage is judged against a balanced set)."""
-        if not self.num_classes:
-            return None
-        return torch.arange(n, device=self.device) % self.num_classes
+        """The labels `sample` draws for ``n`` samples of a conditional GAN: the shared balanced rule."""
+        return conditioning.sample_labels(n, self.num_classes, self.device)
 
     @torch.no_grad()
     def sample(
@@ -198,7 +197,7 @@ class GAN(GenerativeModule):
             cols = 8
             z = self.latents(cols, generator)
             z = z.repeat(self.num_classes, 1)  # (K * cols, d): row k repeats the same noise
-            labels = torch.arange(self.num_classes, device=self.device).repeat_interleave(cols)
+            labels = conditioning.class_grid_labels(self.num_classes, cols, self.device)
             images = (self.generate(z, labels) + 1) / 2
             out["classes"] = images.view(self.num_classes, cols, *self.image_shape)  # (rows, cols, C, H, W)
         return out

@@ -1,0 +1,80 @@
+"""Class conditioning shared by the families: the labels drawn to sample, label dropout, classifier-free guidance.
+
+One rule for every family and for the evaluation (``sample.py`` stores the labels it draws):
+
+- **labels to sample** (`sample_labels`): balanced, ``0, 1, ..., K-1, 0, 1, ...`` — class coverage and the class
+  histogram of the samples are judged against a balanced reference, so a model is given each class equally often
+  (uniform draws would add their own multinomial noise to ``class_tv``);
+- **the class grid** (`class_grid_labels`): one row per class, ``per_class`` samples each;
+- **label dropout** (`drop_labels`): in training, a label is replaced by "no label" (``-1``) with probability p, so
+  one network learns p(x|y) and p(x) (Ho & Salimans 2022);
+- **classifier-free guidance** (`guide`): ``out = out(∅) + s · (out(y) - out(∅))``; ``s = 0`` is unconditional,
+  ``s = 1`` conditional (one network call each), ``s > 1`` trades diversity for fidelity (one batched call).
+
+Label ``-1`` means "no label" everywhere (the conditional nets embed it as an extra class, `gensuite.nets.unet`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from gensuite.errors import ConfigError
+
+NO_LABEL = -1
+#: the sampling knob of every guided family (``sampling.guidance_scale=`` of sample.py / eval.py)
+GUIDANCE_KNOB = {"guidance_scale": "classifier-free guidance of a conditional model (0: unconditional, 1: "
+                 "conditional, > 1: guided)"}  # fmt: skip
+
+
+def check_guidance(scale: float, conditional: bool, family: str) -> None:
+    """A `ConfigError` for a negative guidance scale, or any guidance of an unconditional model."""
+    if scale < 0:
+        raise ConfigError(f"guidance_scale must be >= 0, got {scale}", keys=("guidance_scale",))
+    if scale != 1.0 and not conditional:
+        raise ConfigError(
+            f"guidance_scale={scale} but this {family} model is unconditional (classifier-free guidance mixes a "
+            "conditional and an unconditional prediction)",
+            keys=("guidance_scale",),
+            fix="drop the guidance setting, or train a conditional model (model.num_classes=${data.num_classes})",
+        )
+
+
+def sample_labels(n: int, num_classes: int, device: torch.device | str | None = None) -> torch.Tensor | None:
+    """``(n,)`` long: balanced labels ``0, 1, ..., K-1, 0, ...`` for ``n`` conditional samples; None when K = 0."""
+    if num_classes <= 0:
+        return None
+    return torch.arange(n, device=device) % num_classes
+
+
+def class_grid_labels(num_classes: int, per_class: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """``(num_classes * per_class,)`` long: ``0 x per_class, 1 x per_class, ...`` (one grid row per class)."""
+    return torch.arange(num_classes, device=device).repeat_interleave(per_class)
+
+
+def drop_labels(y: torch.Tensor, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``y`` with each label replaced by `NO_LABEL` with probability ``p`` (label dropout for guidance)."""
+    drop = torch.rand(y.shape, generator=generator, device=y.device) < p
+    return torch.where(drop, torch.full_like(y, NO_LABEL), y)
+
+
+def guide(
+    net: Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor],
+    x: torch.Tensor,
+    t: torch.Tensor,
+    y: torch.Tensor | None,
+    scale: float,
+) -> torch.Tensor:
+    """Classifier-free guidance of ``net(x, t, y)``: ``net(x, t, ∅) + scale · (net(x, t, y) - net(x, t, ∅))``.
+
+    ``y=None`` is the unconditional output; ``scale`` 0 and 1 cost one call; any other scale one batched call of
+    both halves.
+    """
+    if y is None or scale == 0.0:
+        return net(x, t, None)
+    if scale == 1.0:
+        return net(x, t, y)
+    both = net(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, torch.full_like(y, NO_LABEL)]))
+    cond, uncond = both.chunk(2)  # (B, ...) each
+    return uncond + scale * (cond - uncond)

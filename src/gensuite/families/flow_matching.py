@@ -1,0 +1,247 @@
+"""Conditional flow matching on the straight path (Lipman et al. 2023; Liu et al. 2023, "rectified flow").
+
+Convention: **t = 0 is the noise, t = 1 the data.** With noise x_0 ~ N(0, I) and data x_1 (pixels in [-1, 1]),
+the path ``x_t = (1 - t) x_0 + t x_1`` has the conditional velocity ``u_t = x_1 - x_0``; the network regresses
+it, ``E_{t, x_0, x_1} ||v_θ(x_t, t) - (x_1 - x_0)||²`` (Lipman et al. 2023, eq. 23 with σ_min = 0), and its
+minimiser is the marginal velocity whose ODE ``dx/dt = v(x, t)`` carries N(0, I) to the data. Sampling integrates
+that ODE from 0 to 1 with a flow sampler (`gensuite.flow.samplers`: ``sampler=euler|heun|midpoint``); no noise
+schedule is involved.
+
+- **Time sampling** (``time_sampling``): ``uniform`` t ~ U(0, 1), or ``logit_normal``: t = sigmoid(m + s·n),
+  n ~ N(0, 1), which spends more of the training on the middle of the path (Esser et al. 2024, "SD3", sec. 3.1;
+  their t runs from data to noise, so their m is -m here; m = 0 is the same either way).
+- **The network** is the shared denoiser of the parts zoo (``model/denoiser=unet``), ``(x_t, t, y)``; it embeds
+  t sinusoidally like a diffusion step, so it is given ``t · time_scale`` (default 1000: the range of the
+  diffusion family's integer steps 0..999, where the embedding's frequencies were chosen).
+- **Classifier-free guidance** (Ho & Salimans 2022) through `gensuite.families.conditioning`: label dropout in
+  training, ``v = v(∅) + s (v(y) - v(∅))`` at sampling, balanced labels, the class grid.
+- **Likelihood**: ``nll`` is the instantaneous change of variables through the ODE with a Hutchinson trace
+  estimate (`gensuite.flow.likelihood`) on uniformly dequantised 8-bit pixels: an *estimate* of an upper bound on
+  the discrete negative log-likelihood, in nats per image (``val/nll_bpd``: bits/dim).
+- **Dequantisation** (``dequantize``): 8-bit pixels k ∈ {0..255} become (k + u)/256, u ~ U(0, 1), in training as
+  in the likelihood, so the density the model learns is the one its likelihood measures.
+
+Images live in [-1, 1] inside the model; samples come back in [0, 1].
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from gensuite.errors import ConfigError
+from gensuite.families import conditioning
+from gensuite.families.base import GenerativeModule, Panel
+from gensuite.flow.likelihood import PROBES, ode_log_likelihood
+from gensuite.flow.samplers import Euler, FlowSampler, Heun
+from gensuite.processes import check_process
+
+TIME_SAMPLING = ("uniform", "logit_normal")
+
+
+class FlowMatching(GenerativeModule):
+    """Flow matching (velocity prediction, straight path) on images.
+
+    Args:
+        denoiser: ``(x_t, t, y) -> tensor like x_t`` (``model/denoiser=unet``): here the velocity field.
+        sampler: a flow sampler (``sampler=euler|heun|midpoint sampler.steps=N``); default Euler, 16 steps.
+        time_sampling: ``uniform`` or ``logit_normal`` (SD3); ``logit_mean``, ``logit_std``: its m and s.
+        time_scale: the network is given ``t * time_scale`` (its sinusoidal embedding expects step-like numbers).
+        num_classes: > 0 trains a class-conditional model with label dropout (must match the denoiser's).
+        label_dropout: probability of dropping the label in training (classifier-free guidance).
+        guidance_scale: s of classifier-free guidance when sampling a conditional model.
+        dequantize: uniform dequantisation of the 8-bit pixels in training.
+        nll_steps: Heun steps of the likelihood's ODE solve (2 network calls + 2 gradients each); 0: no likelihood.
+        nll_probe: Hutchinson probe, ``rademacher`` or ``gaussian``; ``nll_seed``: its seed (and the
+            dequantisation noise's), so the estimate is the same for the same weights.
+    """
+
+    family = "flow_matching"
+    sampling_knobs = conditioning.GUIDANCE_KNOB
+
+    def __init__(
+        self,
+        denoiser: nn.Module,
+        sampler: FlowSampler | None = None,
+        time_sampling: str = "logit_normal",
+        logit_mean: float = 0.0,
+        logit_std: float = 1.0,
+        time_scale: float = 1000.0,
+        num_classes: int = 0,
+        label_dropout: float = 0.1,
+        guidance_scale: float = 1.0,
+        dequantize: bool = True,
+        nll_steps: int = 8,
+        nll_probe: str = "rademacher",
+        nll_seed: int = 0,
+        optimizer=None,
+        scheduler=None,
+    ):
+        super().__init__(optimizer, scheduler)
+        if time_sampling not in TIME_SAMPLING:
+            raise ConfigError(
+                f"time_sampling must be one of {TIME_SAMPLING}, got {time_sampling!r}", keys=("time_sampling",)
+            )
+        if logit_std <= 0:
+            raise ConfigError(f"logit_std must be > 0, got {logit_std}", keys=("logit_std",))
+        if getattr(denoiser, "num_classes", 0) != num_classes:
+            raise ConfigError(
+                f"num_classes={num_classes} but the denoiser was built with num_classes="
+                f"{getattr(denoiser, 'num_classes', 0)}",
+                keys=("num_classes", "denoiser.num_classes"),
+                fix="leave the denoiser's num_classes to ${model.num_classes}",
+            )
+        if not 0 <= label_dropout <= 1:
+            raise ConfigError(f"label_dropout must be in [0, 1], got {label_dropout}", keys=("label_dropout",))
+        if nll_steps < 0:
+            raise ConfigError(f"nll_steps must be >= 0 (0: no likelihood), got {nll_steps}", keys=("nll_steps",))
+        if nll_probe not in PROBES:
+            raise ConfigError(f"nll_probe must be one of {PROBES}, got {nll_probe!r}", keys=("nll_probe",))
+        self.denoiser = denoiser
+        self.time_sampling, self.logit_mean, self.logit_std = time_sampling, logit_mean, logit_std
+        self.time_scale = time_scale
+        self.num_classes, self.label_dropout, self.guidance_scale = num_classes, label_dropout, guidance_scale
+        self.dequantize = dequantize
+        self.nll_steps, self.nll_probe, self.nll_seed = nll_steps, nll_probe, nll_seed
+        if nll_steps == 0:
+            self.nll = None  # the protocol's "no likelihood": val/nll_bpd is absent, not zero
+        if hasattr(denoiser, "image_size"):
+            self.sample_shape: tuple[int, ...] = (denoiser.in_channels, denoiser.image_size, denoiser.image_size)
+        else:
+            self.sample_shape = (denoiser.dim,)
+        self.sampler: FlowSampler = Euler(16)
+        self.set_sampler(sampler or self.sampler)
+
+    @property
+    def conditional(self) -> bool:
+        return self.num_classes > 0
+
+    # -- data <-> model space ----------------------------------------------------------------------------------
+    def encode_data(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Images in [0, 1] (8-bit values k/255) -> [-1, 1], uniformly dequantised to (k + u)/256 if ``dequantize``."""
+        if self.dequantize:
+            u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            x = (torch.round(x * 255) + u) / 256
+        return 2 * x - 1
+
+    def decode_data(self, x1: torch.Tensor) -> torch.Tensor:
+        """The sampler's output -> images in [0, 1]."""
+        return ((x1 + 1) / 2).clamp(0, 1)
+
+    # -- sampler -----------------------------------------------------------------------------------------------
+    def set_sampler(self, sampler: FlowSampler) -> None:
+        """Use ``sampler`` from now on (``python sample.py ckpt_path=... sampler=euler sampler.steps=16``); a
+        diffusion sampler is refused."""
+        check_process(sampler, "flow", self.family)
+        self.sampler = sampler
+
+    def check_sampling(self) -> None:
+        conditioning.check_guidance(self.guidance_scale, self.conditional, self.family)
+
+    def eval_info(self) -> dict[str, str | float]:
+        """How samples are made, for metrics.json."""
+        info: dict[str, str | float] = {"eval/sampler": self.sampler.describe()}
+        if self.conditional:
+            info["eval/guidance_scale"] = self.guidance_scale
+        if self.nll is not None:
+            info["eval/nll_estimator"] = (
+                f"ODE change of variables, Heun {self.nll_steps} steps, Hutchinson ({self.nll_probe}), "
+                "uniform dequantisation"
+            )
+        return info
+
+    # -- training ----------------------------------------------------------------------------------------------
+    def sample_times(self, n: int, device) -> torch.Tensor:
+        """``(n,)`` training times in (0, 1): uniform, or logit-normal (Esser et al. 2024, eq. 19)."""
+        if self.time_sampling == "uniform":
+            return torch.rand(n, device=device)
+        return torch.sigmoid(self.logit_mean + self.logit_std * torch.randn(n, device=device))
+
+    def training_labels(self, batch) -> torch.Tensor | None:
+        """The batch's labels with label dropout (classifier-free guidance); None for an unconditional model."""
+        return conditioning.drop_labels(batch[1], self.label_dropout) if self.conditional else None
+
+    def sample_labels(self, n: int) -> torch.Tensor | None:
+        """The labels `sample` draws for ``n`` samples of a conditional model: the shared balanced rule."""
+        return conditioning.sample_labels(n, self.num_classes, self.device)
+
+    def losses(self, batch) -> dict[str, torch.Tensor]:
+        x1 = self.encode_data(batch[0])  # data, (B, C, H, W)
+        x0 = torch.randn_like(x1)  # noise
+        t = self.sample_times(len(x1), x1.device)
+        tb = t.view(-1, *([1] * (x1.dim() - 1)))  # (B, 1, 1, 1)
+        xt = (1 - tb) * x0 + tb * x1
+        v = self.denoiser(xt, t * self.time_scale, self.training_labels(batch))
+        mse = (v.float() - (x1 - x0)).pow(2).flatten(1).mean(1)  # (B,)
+        return {"loss": mse.mean()}
+
+    # -- the model as the samplers see it ----------------------------------------------------------------------
+    def velocity(
+        self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None, guidance_scale: float = 1.0
+    ) -> torch.Tensor:
+        """The velocity at (x_t, t), t in [0, 1] ``(B,)``, guided for a conditional model (`conditioning.guide`)."""
+        return conditioning.guide(
+            self.denoiser, x, t * self.time_scale, y if self.conditional else None, guidance_scale
+        ).float()
+
+    def velocity_fn(self, y: torch.Tensor | None = None, guidance_scale: float = 1.0):
+        """``(x_t, t) -> v``: the closure every flow sampler calls."""
+        return lambda x, t: self.velocity(x, t, y, guidance_scale)
+
+    @torch.no_grad()
+    def sample(
+        self,
+        n: int,
+        generator: torch.Generator | None = None,
+        y: torch.Tensor | None = None,
+        guidance_scale: float | None = None,
+        sampler: FlowSampler | None = None,
+    ) -> torch.Tensor:
+        """``n`` images in [0, 1] with the current sampler (or ``sampler``); a conditional model is given balanced
+        labels (`sample_labels`) unless ``y`` is given, and guides with ``guidance_scale`` (default: the model's)."""
+        sampler = sampler or self.sampler
+        x0 = torch.randn(n, *self.sample_shape, generator=generator, device=self.device)
+        if self.conditional and y is None:
+            y = self.sample_labels(n)
+        scale = self.guidance_scale if guidance_scale is None else guidance_scale
+        return self.decode_data(sampler(self.velocity_fn(y, scale), x0))
+
+    # -- likelihood --------------------------------------------------------------------------------------------
+    def nll(self, batch) -> torch.Tensor:
+        """Estimate of -log P(x) of the 8-bit images in nats per image, ``(B,)`` (unconditional velocity).
+
+        ``-log p(y)`` of the dequantised image y in [-1, 1] by the ODE (`ode_log_likelihood`), plus D·log 128:
+        D·log 256 for the 256 bins of width 1/256 in [0, 1], minus D·log 2 for the map [0, 1] -> [-1, 1].
+        """
+        x = batch[0]
+        g = torch.Generator(device=x.device).manual_seed(self.nll_seed)
+        u = torch.rand(x.shape, generator=g, device=x.device, dtype=x.dtype)
+        y = 2 * (torch.round(x * 255) + u) / 256 - 1
+        log_p = ode_log_likelihood(self.velocity_fn(None), y, Heun(self.nll_steps), self.nll_probe, g)
+        return -log_p + x[0].numel() * math.log(128)
+
+    # -- pictures ----------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def panels(self, batch, generator=None, n: int = 64) -> dict[str, Panel]:
+        out: dict[str, Panel] = {"samples": self.sample(n, generator)}
+        out["sampler"] = self.sampler.describe() + (
+            f", guidance scale {self.guidance_scale:g}" if self.conditional else ""
+        )
+        x1 = self.encode_data(batch[0][:8])
+        # the path: each row one image, from its noise (t = 0) to the image (t = 1) at 8 times
+        x0 = torch.randn(x1.shape, generator=generator, device=x1.device)
+        ts = torch.linspace(0, 1, 8, device=x1.device)
+        path = torch.stack([(1 - t) * x0 + t * x1 for t in ts], 1)  # (8 images, 8 times, C, H, W)
+        out["path"] = self.decode_data(path)
+        if self.conditional:
+            out["class_grid"] = self.class_grid(generator)
+        return out
+
+    @torch.no_grad()
+    def class_grid(self, generator=None, per_class: int = 8) -> torch.Tensor:
+        """``(num_classes, per_class, C, H, W)``: one row per class, at the model's guidance scale."""
+        y = conditioning.class_grid_labels(self.num_classes, per_class, self.device)
+        images = self.sample(len(y), generator, y=y)
+        return images.view(self.num_classes, per_class, *images.shape[1:])
