@@ -102,9 +102,9 @@ def _compositions(config_name: str, overrides: list[str], multirun: bool) -> lis
 
 def _group_overrides(cfg: DictConfig, overrides: list[str]) -> list[str]:
     """The overrides that choose config-group options (``model=gan``): composed alone they give the defaults that
-    the value overrides replace."""
+    the value overrides replace. ``hydra.searchpath=[...]`` stays: it is where a user's own options live."""
     choices = set(cfg.hydra.runtime.choices)
-    return [o.input_line for o in _parse(overrides) if _group_key(o) in choices]
+    return [o.input_line for o in _parse(overrides) if _group_key(o) in choices or o.key_or_group == "hydra.searchpath"]
 
 
 def _group_key(o) -> str:
@@ -292,8 +292,10 @@ def closest_key(config_name: str, overrides: list[str], full_key: str) -> str | 
 
 
 def _groups_only(overrides: list[str]) -> list[str]:
-    """Overrides that look like group choices (``model=gan``, ``model/encoder=mlp``): no dot in the key."""
-    return [o for o in overrides if "." not in o.lstrip("~+").partition("=")[0]]
+    """Overrides that look like group choices (``model=gan``, ``model/encoder=mlp``): no dot in the key; and
+    ``hydra.searchpath``, where a user's own options live."""
+    keys = [o.lstrip("~+").partition("=")[0] for o in overrides]
+    return [o for o, key in zip(overrides, keys, strict=True) if "." not in key or key == "hydra.searchpath"]
 
 
 def _all_keys(node: dict, prefix: str = "") -> list[str]:
