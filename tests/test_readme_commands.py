@@ -24,6 +24,7 @@ ENTRIES = {"train.py": "train", "sample.py": "sample", "eval.py": "eval", "compa
 # a placeholder checkpoint names its family: <transformer last.ckpt>, <gan last.ckpt>, ...
 FAMILY_OF_PLACEHOLDER = {"transformer": Autoregressive, "gan": GAN, "vae": VAE, "diffusion": Diffusion}
 DUMMY = "/nonexistent/last.ckpt"
+USER_CONF = ROOT / "tests" / "user_family" / "conf"
 
 
 def readme_commands(text: str) -> list[tuple[int, str, str]]:
@@ -45,6 +46,7 @@ def to_argv(rest: str) -> tuple[list[str], str]:
     ``# comment`` ends the line; ``[opt=value]`` (an optional argument) is kept; ``<...>``, ``...`` and
     ``$(...)`` values become a dummy checkpoint path. Returns ``(argv, the placeholder's text)``."""
     rest = re.sub(r"\s#.*$", "", " " + rest).strip()
+    rest = rest.replace("/path/to/my_conf", str(USER_CONF))  # "Add a family": the example that tests/ holds
     placeholder = " ".join(re.findall(r"<([^>]*)>", rest))
     rest = re.sub(r"\$\([^)]*\)", DUMMY, rest)
     rest = re.sub(r"<[^>]*>", DUMMY, rest)
@@ -68,7 +70,8 @@ def test_the_readme_has_commands_of_every_entry():
 
 
 @pytest.mark.parametrize(("number", "script", "rest"), COMMANDS, ids=[f"L{n}" for n, _, _ in COMMANDS])
-def test_readme_command_composes(number, script, rest, cache_dir):
+def test_readme_command_composes(number, script, rest, cache_dir, monkeypatch):
+    monkeypatch.syspath_prepend(str(USER_CONF.parent))  # the "Add a family" example's package
     argv, placeholder = to_argv(rest)
     if script == "eval.py":
         argv = quote_sweep(argv)  # as the eval entry does before Hydra reads the command line
