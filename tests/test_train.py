@@ -50,6 +50,18 @@ def test_run_writes_metrics_checkpoints_samples(vae_run):
         "val/recall_classifier",
         "val/coverage_classes",
         "val/is_classifier",
+        # the label-free space beside the classifier's, every metric named after it
+        "val/fid_ssl",
+        "val/fid_ssl_floor",
+        "val/kid_ssl",
+        "val/fid_ssl_train",
+        "val/copy_rate_ssl",
+        "val/fid_ssl_lo",
+        "val/precision_ssl",
+        "val/recall_ssl",
+        "val/density_ssl",
+        "val/coverage_ssl",
+        "features/ssl_knn_acc",
         "val/nelbo_nats",
         "val/nelbo_bpd",
         "val/psnr",
@@ -66,6 +78,7 @@ def test_run_writes_metrics_checkpoints_samples(vae_run):
     assert metrics["val/fid_classifier_lo"] <= metrics["val/fid_classifier"] <= metrics["val/fid_classifier_hi"]
     assert 0 <= metrics["val/coverage_classes"] <= 10
     assert metrics["run/family"] == "vae" and metrics["eval/n_samples"] == 200
+    assert metrics["eval/features"] == "classifier" and metrics["eval/feature_spaces"] == "classifier,ssl"
     assert (out / "checkpoints" / "last.ckpt").is_file()
     assert (out / "nearest_training_images.png").is_file()  # samples above their nearest training images
     for name in ("samples", "reconstructions", "interpolation"):
