@@ -138,10 +138,11 @@ class Evaluator:
             "n_samples": n_samples,
             "batch_size": batch_size,
             "kid_subset_size": kid_subset_size,
-            "ssl_steps": ssl_steps,
         }.items():
-            if v < (1 if name == "ssl_steps" else 2):
-                raise ConfigError(f"{name} must be >= {1 if name == 'ssl_steps' else 2}, got {v}", keys=(name,))
+            if v < 2:
+                raise ConfigError(f"{name} must be >= 2, got {v}", keys=(name,))
+        if ssl_steps < 1:
+            raise ConfigError(f"ssl_steps must be >= 1, got {ssl_steps}", keys=("ssl_steps",))
         self.n_samples, self.seed, self.batch_size = n_samples, seed, batch_size
         self.kid_subset_size, self.kid_subsets, self.pr_k = kid_subset_size, kid_subsets, pr_k
         self.reference_size = reference_size
@@ -153,8 +154,10 @@ class Evaluator:
         self.extractors: dict[str, nn.Module] = {}  # space -> extractor, the headline space first
         self.references: dict[str, dict] = {}  # space -> real features of train and held-out images, threshold
         self.pixels: dict | None = None  # training images as uint8 rows and the pixel copy-rate threshold
+        self._floors: dict[tuple[str, int], dict[str, float]] = {}  # (space, n) -> the real-vs-real numbers
         self.notes: list[str] = []
         self.last_info: dict = {}
+        self._prepared = False
 
     # -- preparation -----------------------------------------------------------------------------------------
     @property
@@ -177,10 +180,11 @@ class Evaluator:
         The global RNG is left untouched (building a network draws its initial weights from it): a run must draw
         the same noise whether its feature networks came from the cache or were trained now.
         """
-        if self.references or not self.spaces_asked:
+        if self._prepared or not self.spaces_asked:
             return
         with torch.random.fork_rng():
             self._prepare(datamodule, device)
+        self._prepared = True
 
     def spaces_for(self, datamodule) -> list[str]:
         """The spaces this data gets: the ones asked for that it allows (``classifier`` needs class labels)."""
@@ -407,13 +411,17 @@ class Evaluator:
         train_a, train_b = train[:half], train[half:][:n]
         floor = train[:n]  # real images not in the held-out reference, as many as the samples
         kid = lambda real, x: kid_from_features(real, x, self.kid_subset_size, self.kid_subsets, self.seed)  # noqa: E731
+        if (ext, n) not in self._floors:  # real against real: the same for every evaluation of n samples
+            self._floors[ext, n] = {
+                f"val/fid_{ext}_floor": fid_from_features(test, floor),
+                f"val/kid_{ext}_floor": kid(test, floor),
+                f"val/fid_{ext}_train_floor": fid_from_features(train_a, train_b),
+            }
         out = {
             f"val/fid_{ext}": fid_from_features(test, fake),
-            f"val/fid_{ext}_floor": fid_from_features(test, floor),
             f"val/kid_{ext}": kid(test, fake),
-            f"val/kid_{ext}_floor": kid(test, floor),
             f"val/fid_{ext}_train": fid_from_features(train_a, fake),
-            f"val/fid_{ext}_train_floor": fid_from_features(train_a, train_b),
+            **self._floors[ext, n],
         }
         prdc = precision_recall_density_coverage(test[:n], fake, k=self.pr_k)
         out.update({f"val/{k}_{ext}": v for k, v in prdc.items()})
