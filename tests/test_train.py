@@ -16,7 +16,7 @@ from gensuite.config import instantiate_checked
 from gensuite.errors import ConfigError
 from gensuite.train import train
 
-from .conftest import compose_cfg, run_entry
+from .conftest import SSL_STEPS, compose_cfg, run_entry
 
 SMALL_VAE = ["model.encoder.width=8", "model.decoder.width=8"]
 
@@ -126,6 +126,7 @@ def test_eval_reproduces_the_final_metrics(vae_run, cache_dir):
             "metrics.batch_size=100",
             "metrics.kid_subset_size=50",
             "metrics.reference_size=400",
+            f"metrics.ssl_steps={SSL_STEPS}",
             f"metrics.cache_dir={cache_dir}",
             f"out={out / 'eval.json'}",
         ],
@@ -168,6 +169,7 @@ def test_evaluation_during_fit_is_kept_off_the_training_clock(make_cfg, tmp_path
             "trainer.val_check_interval=00:00:00:01",  # what compare.py passes, as a time
             "callbacks.evaluation.every_n_seconds=0.5",
             "callbacks.evaluation.n_samples_during_fit=200",
+            "metrics.features=classifier",  # one space is enough to time; each evaluation costs half
         ],
         output_dir=tmp_path,
     )
