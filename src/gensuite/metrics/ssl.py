@@ -18,7 +18,7 @@ projection head without dropout). Its one-time training is ``steps`` Adam steps 
 training split only (the held-out split, the reference of the headline metrics, is never seen), cached under the
 cache dir by a fingerprint of the data (and split), the steps and the seed, and reused by every run.
 
->>> ext = SSLFeatures.for_data(datamodule, ".cache/gensuite", steps=600)  # doctest: +SKIP
+>>> ext = SSLFeatures.for_data(datamodule, ".cache/gensuite", steps=200)  # doctest: +SKIP
 >>> feats, logits = ext(images)  # (B, 128), None: no classes  # doctest: +SKIP
 """
 
@@ -87,7 +87,7 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Ten
 
 def train_ssl(
     images: torch.Tensor,
-    steps: int = 600,
+    steps: int = 200,
     batch_size: int = 128,
     lr: float = 2e-3,
     temperature: float = 0.2,
@@ -154,7 +154,7 @@ class SSLFeatures(nn.Module):
         return self.net(images.float())[0], None
 
     @classmethod
-    def for_data(cls, datamodule, cache_dir: str | os.PathLike, steps: int = 600, seed: int = 0) -> SSLFeatures:
+    def for_data(cls, datamodule, cache_dir: str | os.PathLike, steps: int = 200, seed: int = 0) -> SSLFeatures:
         """Load the network for this data from the cache, or train it (rank 0 first; see `Evaluator.prepare`)."""
         key = hashlib.sha256(f"{datamodule.fingerprint()}|SimCLR-SmallCNN-v1|{steps}|{seed}".encode()).hexdigest()
         key = key[:16]
