@@ -24,6 +24,7 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 register_resolvers()
 
 # settings that make any family's run take seconds: a few batches, a small evaluation, quiet output
+SSL_STEPS = 20  # see TINY
 TINY = [
     "trainer.max_epochs=1",
     "trainer.limit_train_batches=3",
@@ -38,6 +39,8 @@ TINY = [
     "metrics.batch_size=100",
     "metrics.kid_subset_size=50",
     "metrics.reference_size=400",
+    # the ssl feature network at a tiny budget (trained once per session and data, cached in cache_dir)
+    f"metrics.ssl_steps={SSL_STEPS}",
 ]
 
 

@@ -39,7 +39,11 @@ def mnist():
 
 @pytest.fixture(scope="module")
 def evaluator(mnist, tmp_path_factory, cache_dir):
-    ev = Evaluator(n_samples=600, batch_size=200, kid_subset_size=200, reference_size=1000, cache_dir=str(cache_dir))
+    # the classifier space alone here (the ssl space and every space together: tests/test_ssl_features.py)
+    ev = Evaluator(
+        features="classifier", n_samples=600, batch_size=200, kid_subset_size=200, reference_size=1000,
+        cache_dir=str(cache_dir),
+    )  # fmt: skip
     ev.prepare(mnist)
     return ev
 
@@ -56,7 +60,7 @@ def test_classifier_extractor_is_accurate_and_cached(mnist, evaluator, cache_dir
     assert evaluator.extractor.val_acc >= 0.97
     files = set((cache_dir / "classifier").glob("mnist5k-*.pt"))
     assert files  # one per classifier setting the session's tests used
-    again = Evaluator(cache_dir=str(cache_dir), reference_size=1000)
+    again = Evaluator(features="classifier", cache_dir=str(cache_dir), reference_size=1000)
     again.prepare(mnist)  # loads, does not retrain
     assert again.extractor.val_acc == evaluator.extractor.val_acc
     assert set((cache_dir / "classifier").glob("mnist5k-*.pt")) == files  # nothing new was trained or written
@@ -160,7 +164,7 @@ def test_class_coverage_counts_fairly_hit_classes():
     assert out["coverage_classes"] == 5 and out["class_tv"] == pytest.approx(0.5)
 
 
-def test_unlabelled_data_says_fid_needs_an_extractor(tmp_path, cache_dir):
+def test_unlabelled_data_has_no_classifier_space(tmp_path, cache_dir):
     from PIL import Image
 
     from gensuite.data.images import ImageFolder
@@ -168,7 +172,7 @@ def test_unlabelled_data_says_fid_needs_an_extractor(tmp_path, cache_dir):
     (tmp_path / "imgs").mkdir()
     for i in range(10):
         Image.fromarray(np.full((8, 8), i * 20, dtype=np.uint8)).save(tmp_path / "imgs" / f"{i}.png")
-    ev = Evaluator(cache_dir=str(cache_dir))
+    ev = Evaluator(features="classifier", cache_dir=str(cache_dir))
     ev.prepare(ImageFolder(path=str(tmp_path / "imgs"), channels=1, image_size=8))
     assert not ev.active and ev.evaluate(Replay(None, (1, 8, 8))) == {}
     assert "FID needs a feature extractor" in ev.notes[0]

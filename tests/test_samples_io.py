@@ -22,13 +22,13 @@ from gensuite.families.vae import VAE
 from gensuite.sample import apply_sampler, sample
 from gensuite.train import train
 
-from .conftest import TINY, compose_cfg, run_entry
+from .conftest import SSL_STEPS, TINY, compose_cfg, run_entry
 
 SMALL_VAE = ["data=digits", "model.encoder.width=8", "model.decoder.width=8"]
 # the evaluation of TINY: 200 samples in batches of 100 (so eval.py ckpt_path= samples as sample.py below does)
 # (no bootstrap intervals: 100 FIDs more per evaluation)
 EVAL = ["metrics.n_samples=200", "metrics.batch_size=100", "metrics.kid_subset_size=50", "metrics.reference_size=400",
-        "metrics.bootstrap=0"]  # fmt: skip
+        "metrics.bootstrap=0", f"metrics.ssl_steps={SSL_STEPS}"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from gensuite.config import instantiate_checked
 from gensuite.errors import ConfigError
 from gensuite.train import train
 
-from .conftest import compose_cfg, run_entry
+from .conftest import SSL_STEPS, compose_cfg, run_entry
 
 SMALL_VAE = ["model.encoder.width=8", "model.decoder.width=8"]
 
@@ -50,6 +50,18 @@ def test_run_writes_metrics_checkpoints_samples(vae_run):
         "val/recall_classifier",
         "val/coverage_classes",
         "val/is_classifier",
+        # the label-free space beside the classifier's, every metric named after it
+        "val/fid_ssl",
+        "val/fid_ssl_floor",
+        "val/kid_ssl",
+        "val/fid_ssl_train",
+        "val/copy_rate_ssl",
+        "val/fid_ssl_lo",
+        "val/precision_ssl",
+        "val/recall_ssl",
+        "val/density_ssl",
+        "val/coverage_ssl",
+        "features/ssl_knn_acc",
         "val/nelbo_nats",
         "val/nelbo_bpd",
         "val/psnr",
@@ -66,6 +78,7 @@ def test_run_writes_metrics_checkpoints_samples(vae_run):
     assert metrics["val/fid_classifier_lo"] <= metrics["val/fid_classifier"] <= metrics["val/fid_classifier_hi"]
     assert 0 <= metrics["val/coverage_classes"] <= 10
     assert metrics["run/family"] == "vae" and metrics["eval/n_samples"] == 200
+    assert metrics["eval/features"] == "classifier" and metrics["eval/feature_spaces"] == "classifier,ssl"
     assert (out / "checkpoints" / "last.ckpt").is_file()
     assert (out / "nearest_training_images.png").is_file()  # samples above their nearest training images
     for name in ("samples", "reconstructions", "interpolation"):
@@ -113,6 +126,7 @@ def test_eval_reproduces_the_final_metrics(vae_run, cache_dir):
             "metrics.batch_size=100",
             "metrics.kid_subset_size=50",
             "metrics.reference_size=400",
+            f"metrics.ssl_steps={SSL_STEPS}",
             f"metrics.cache_dir={cache_dir}",
             f"out={out / 'eval.json'}",
         ],
@@ -155,6 +169,7 @@ def test_evaluation_during_fit_is_kept_off_the_training_clock(make_cfg, tmp_path
             "trainer.val_check_interval=00:00:00:01",  # what compare.py passes, as a time
             "callbacks.evaluation.every_n_seconds=0.5",
             "callbacks.evaluation.n_samples_during_fit=200",
+            "metrics.features=classifier",  # one space is enough to time; each evaluation costs half
         ],
         output_dir=tmp_path,
     )

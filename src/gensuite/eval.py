@@ -143,7 +143,7 @@ def evaluate_samples(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(
             f"no sample metric can be computed with metrics.features={cfg.metrics.features} on data="
             f"{datamodule.name}" + "".join(f"\n  {note}" for note in getattr(evaluator, "notes", [])),
-            fix="metrics.features=classifier (labelled data) or metrics.features=inception "
+            fix="metrics.features=all (ssl needs no labels; classifier where labelled) or metrics.features=inception "
             "metrics.inception_weights=<file>",
         )
     metrics.update(getattr(evaluator, "last_info", {}))

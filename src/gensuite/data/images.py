@@ -660,7 +660,9 @@ class ImageFolder(ImageDataModule):
 
     def real_images(self, split: str, n: int | None = None, offset: int = 0):
         self.setup()
-        ds = self.train if split == "train" else self.val
+        if split not in ("train", "val", "test"):
+            raise ValueError(f"split must be train, val or test, got {split!r}")
+        ds = getattr(self, split)
         if isinstance(ds, _LazyImages):
             end = len(ds) if n is None else min(len(ds), offset + n)
             items = [ds[i] for i in range(offset, end)]

@@ -1,5 +1,10 @@
 """One evaluation for every family: it calls ``model.sample(n, generator)`` and never asks which family it is.
 
+Every metric is computed in every feature space asked for (``metrics.features``; default ``all``: ``classifier``
+where the data has labels, the label-free ``ssl`` always, ``inception`` where its weights are given), and the space
+is named in every key (``val/fid_classifier``, ``val/fid_ssl``): whether a ranking of models holds in more than one
+space can be read from one ``metrics.json``. The class coverage comes from the classifier.
+
 References (features cached on disk by a fingerprint of data, split, resolution and extractor):
 
 - **held-out** (the headline numbers ``val/fid_<ex>``, ``val/kid_<ex>``, precision / recall / density / coverage):
@@ -40,8 +45,9 @@ from torchmetrics.image.kid import KernelInceptionDistance
 from gensuite.errors import ConfigError
 from gensuite.metrics.diversity import class_coverage, knn_radii, precision_recall_density_coverage
 from gensuite.metrics.features import ClassifierFeatures, InceptionFeatures
+from gensuite.metrics.ssl import SSLFeatures
 
-EXTRACTORS = ("classifier", "inception", "none")
+SPACES = ("classifier", "ssl", "inception")  # the feature spaces, in the order a run reports them
 
 # KID and IS keep their inputs (here: features) in memory, which is what we want; silence the reminder.
 warnings.filterwarnings("ignore", message=r".*will save all extracted features in buffer.*")
@@ -88,10 +94,13 @@ def inception_score_from_logits(logits: torch.Tensor, seed: int, splits: int = 1
 
 
 class Evaluator:
-    """Sample-based metrics of a model against cached real statistics.
+    """Sample-based metrics of a model against cached real statistics, in every feature space asked for.
 
     Args:
-        features: ``classifier`` (trained here, offline), ``inception`` (standard FID features) or ``none``.
+        features: the feature spaces: ``all`` (every space the data allows: ``classifier`` where it has labels,
+            ``ssl`` always, ``inception`` where ``inception_weights`` is given), one name, a list of names
+            (``[classifier, ssl]``), or ``none``. Every metric is computed in each space and named after it
+            (``val/fid_ssl``); the first space is the headline one (``eval/features``, the copy-rate panel).
         n_samples: generated images per evaluation (the same N for every number that will be compared).
         seed: seed of the sampling noise (rank r uses ``seed + r``): the same seed gives the same samples.
         batch_size: images per sampling / feature batch.
@@ -99,17 +108,18 @@ class Evaluator:
         pr_k: k of the k-NN manifolds for precision / recall.
         reference_size: cap on the reference half (real images compared against).
         inception_weights: local weights file for ``inception`` (else torch hub cache, else download).
-        cache_dir: where the classifier and the real features are cached.
+        cache_dir: where the feature networks and the real features are cached.
         classifier_epochs: training epochs of the ``classifier`` extractor.
+        ssl_steps: training steps of the ``ssl`` extractor (`gensuite.metrics.ssl`).
         bootstrap: resamples of the sample set for the 95 % intervals (0: none).
 
-    >>> ev = Evaluator(features="classifier", n_samples=500)  # doctest: +SKIP
-    >>> ev.prepare(datamodule); ev.evaluate(model)["val/fid_classifier"]  # doctest: +SKIP
+    >>> ev = Evaluator(features="all", n_samples=500)  # doctest: +SKIP
+    >>> ev.prepare(datamodule); ev.evaluate(model)["val/fid_ssl"]  # doctest: +SKIP
     """
 
     def __init__(
         self,
-        features: str = "classifier",
+        features: str | list[str] = "all",
         n_samples: int = 2000,
         seed: int = 1234,
         batch_size: int = 500,
@@ -120,14 +130,10 @@ class Evaluator:
         inception_weights: str | None = None,
         cache_dir: str = ".cache/gensuite",
         classifier_epochs: int = 10,
+        ssl_steps: int = 200,
         bootstrap: int = 100,
     ):
-        if features not in EXTRACTORS:
-            raise ConfigError(
-                f"features must be one of {EXTRACTORS}, got {features!r}",
-                keys=("features",),
-                fix="metrics.features=classifier (offline) or metrics.features=inception",
-            )
+        self.spaces_asked = parse_spaces(features)
         for name, v in {
             "n_samples": n_samples,
             "batch_size": batch_size,
@@ -135,61 +141,107 @@ class Evaluator:
         }.items():
             if v < 2:
                 raise ConfigError(f"{name} must be >= 2, got {v}", keys=(name,))
-        self.features_name = features
+        if ssl_steps < 1:
+            raise ConfigError(f"ssl_steps must be >= 1, got {ssl_steps}", keys=("ssl_steps",))
         self.n_samples, self.seed, self.batch_size = n_samples, seed, batch_size
         self.kid_subset_size, self.kid_subsets, self.pr_k = kid_subset_size, kid_subsets, pr_k
         self.reference_size = reference_size
         self.inception_weights, self.cache_dir = inception_weights, cache_dir
-        self.classifier_epochs = classifier_epochs
+        self.classifier_epochs, self.ssl_steps = classifier_epochs, ssl_steps
         self.bootstrap = bootstrap
         self._image_shape: tuple[int, ...] | None = None
         self.nearest_panel: torch.Tensor | None = None
-        self.extractor: nn.Module | None = None
-        self.reference: dict | None = None
+        self.extractors: dict[str, nn.Module] = {}  # space -> extractor, the headline space first
+        self.references: dict[str, dict] = {}  # space -> real features of train and held-out images, threshold
+        self.pixels: dict | None = None  # training images as uint8 rows and the pixel copy-rate threshold
+        self._floors: dict[tuple[str, int], dict[str, float]] = {}  # (space, n) -> the real-vs-real numbers
         self.notes: list[str] = []
         self.last_info: dict = {}
+        self._prepared = False
 
     # -- preparation -----------------------------------------------------------------------------------------
     @property
     def active(self) -> bool:
-        return self.extractor is not None
+        return bool(self.extractors)
+
+    @property
+    def extractor(self) -> nn.Module | None:
+        """The headline space's extractor."""
+        return next(iter(self.extractors.values()), None)
+
+    @property
+    def reference(self) -> dict | None:
+        """The headline space's reference features."""
+        return next(iter(self.references.values()), None)
 
     def prepare(self, datamodule, device: torch.device | str = "cpu") -> None:
-        """Build the extractor and the reference features (from the cache when present). Idempotent.
+        """Build the extractors and the reference features (from the cache when present). Idempotent.
 
         The global RNG is left untouched (building a network draws its initial weights from it): a run must draw
-        the same noise whether its feature classifier came from the cache or was trained now.
+        the same noise whether its feature networks came from the cache or were trained now.
         """
-        if self.reference is not None or self.features_name == "none":
+        if self._prepared or not self.spaces_asked:
             return
         with torch.random.fork_rng():
             self._prepare(datamodule, device)
+        self._prepared = True
+
+    def spaces_for(self, datamodule) -> list[str]:
+        """The spaces this data gets: the ones asked for that it allows (``classifier`` needs class labels)."""
+        labelled = datamodule.labelled
+        if self.spaces_asked == ["all"]:
+            spaces = ["classifier"] * labelled + ["ssl"] + ["inception"] * bool(self.inception_weights)
+            if not labelled:
+                self.notes.append(
+                    f"data={datamodule.name} has no class labels: no 'classifier' feature space and no class "
+                    "coverage; the sample metrics are in the label-free 'ssl' space"
+                    + ("" if self.inception_weights else " (add inception with metrics.inception_weights=<file>)")
+                )
+            return spaces
+        spaces = list(self.spaces_asked)
+        if "classifier" in spaces and not labelled:
+            spaces.remove("classifier")
+            note = (
+                f"no 'classifier' feature space: data={datamodule.name} has no class labels, so the feature "
+                "classifier cannot be trained. "
+                + ("" if spaces else "FID needs a feature extractor: ")
+                + "metrics.features=ssl (trained here without labels) or metrics.features=all; or give the folder "
+                "class sub-folders, or metrics.features=inception metrics.inception_weights=<file>."
+            )
+            self.notes.append(note)
+            print(f"[gensuite] WARNING: {note}")
+        return spaces
 
     def _prepare(self, datamodule, device) -> None:
         if getattr(datamodule, "modality", "image") != "image":
             return  # text: the likelihood and the samples speak for the model
-        if self.features_name == "classifier":
-            if not datamodule.labelled:
-                note = (
-                    f"no FID/KID/precision/recall: data={datamodule.name} has no class labels, so the "
-                    "'classifier' feature extractor cannot be trained. FID needs a feature extractor: give the "
-                    "folder class sub-folders, or set metrics.features=inception metrics.inception_weights=<file>."
-                )
-                self.notes.append(note)
-                print(f"[gensuite] WARNING: {note}")
-                return
-            self.extractor = ClassifierFeatures.for_data(datamodule, self.cache_dir, epochs=self.classifier_epochs)
-        else:
-            self.extractor = InceptionFeatures(self.inception_weights)
-        self.extractor.to(device)
-        self.reference = self._reference(datamodule, device)
-
-    def _reference(self, datamodule, device) -> dict:
-        ext = self.extractor
+        for space in self.spaces_for(datamodule):
+            if space == "classifier":
+                ext = ClassifierFeatures.for_data(datamodule, self.cache_dir, epochs=self.classifier_epochs)
+            elif space == "ssl":
+                ext = SSLFeatures.for_data(datamodule, self.cache_dir, steps=self.ssl_steps)
+            else:
+                ext = InceptionFeatures(self.inception_weights)
+            self.extractors[space] = ext.to(device)
+        if not self.extractors:
+            return
         held_out = "test" if getattr(datamodule, "test", None) is not None else "val"
         if held_out == "val":
             self.notes.append(f"data={datamodule.name} has no test split: the held-out reference is its val split")
         size = min(len(datamodule.train), self.reference_size)
+        for space, ext in self.extractors.items():
+            self.references[space] = self._reference(datamodule, ext, held_out, size, device)
+        # the pixel copy rate's threshold: the 5th percentile of held-out images' distances to their nearest
+        # training image, as in every feature space
+        as_bytes = lambda x: x.flatten(1).mul(255).round().to(torch.uint8)  # noqa: E731
+        train_pixels = as_bytes(datamodule.real_images("train", size)[0])
+        test_pixels = as_bytes(datamodule.real_images(held_out, self.reference_size)[0])
+        threshold = torch.quantile(nearest(test_pixels, train_pixels), COPY_QUANTILE)
+        self.pixels = {"train": train_pixels, "threshold": threshold}
+
+    def _reference(self, datamodule, ext: nn.Module, held_out: str, size: int, device) -> dict:
+        """Features (and logits, labels) of ``size`` training and up to ``reference_size`` held-out images in
+        the space of ``ext``, cached; and the copy-rate threshold of that space."""
         key = f"{datamodule.name}-{datamodule.fingerprint()}-{ext.name}-{ext.fingerprint}-{size}-{held_out}-v2"
         path = Path(self.cache_dir) / "reference" / f"{key}.pt"
         if path.exists():
@@ -198,29 +250,21 @@ class Evaluator:
             ref = {}
             for part, (split, n) in {"train": ("train", size), "test": (held_out, self.reference_size)}.items():
                 x, y = datamodule.real_images(split, n)
-                f, logits = self._features(x, device)
+                f, logits = self._features(ext, x, device)
                 ref[part] = {"features": f, "labels": y, "logits": logits}
             ref["extractor_val_acc"] = float(getattr(ext, "val_acc", float("nan")))
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(f".tmp{os.getpid()}")
             torch.save(ref, tmp)
             os.replace(tmp, path)
-        # the copy-rate thresholds: the 5th percentile of held-out images' distances to their nearest training image
-        as_bytes = lambda x: x.flatten(1).mul(255).round().to(torch.uint8)  # noqa: E731
-        train_pixels = as_bytes(datamodule.real_images("train", size)[0])
-        test_pixels = as_bytes(datamodule.real_images(held_out, self.reference_size)[0])
-        ref["train_pixels"] = train_pixels
-        ref["threshold"] = {
-            ext.name: torch.quantile(nearest(ref["test"]["features"], ref["train"]["features"]), COPY_QUANTILE),
-            "pixels": torch.quantile(nearest(test_pixels, train_pixels), COPY_QUANTILE),
-        }
+        ref["threshold"] = torch.quantile(nearest(ref["test"]["features"], ref["train"]["features"]), COPY_QUANTILE)
         return ref
 
     @torch.no_grad()
-    def _features(self, images: torch.Tensor, device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _features(self, ext: nn.Module, images: torch.Tensor, device) -> tuple[torch.Tensor, torch.Tensor | None]:
         feats, logits = [], []
         for xb in images.split(self.batch_size):
-            f, lg = self.extractor(xb.to(device))
+            f, lg = ext(xb.to(device))
             feats.append(f.float().cpu())
             if lg is not None:
                 logits.append(lg.float().cpu())
@@ -230,11 +274,14 @@ class Evaluator:
     @torch.no_grad()
     def generate(
         self, model, n: int, device, rank: int = 0, world_size: int = 1
-    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, float]:
-        """This rank's share of ``n`` samples: features, logits, uint8 pixels ``(n, C*H*W)`` and sampling seconds."""
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor | None], torch.Tensor, float]:
+        """This rank's share of ``n`` samples: features and logits per space, uint8 pixels ``(n, C*H*W)`` and
+        the sampling seconds."""
         n_local = math.ceil(n / world_size)
         g = torch.Generator(device=device).manual_seed(self.seed + 1_000_003 * rank)
-        feats, logits, pixels, seconds = [], [], [], 0.0
+        feats = {space: [] for space in self.extractors}
+        logits = {space: [] for space in self.extractors}
+        pixels, seconds = [], 0.0
         was_training = model.training
         model.eval()
         done = 0
@@ -247,14 +294,20 @@ class Evaluator:
             seconds += time.perf_counter() - t0
             images = images.float().clamp(0, 1)
             self._image_shape = tuple(images.shape[1:])
-            f, lg = self.extractor(images)
-            feats.append(f.float())
+            for space, ext in self.extractors.items():
+                f, lg = ext(images)
+                feats[space].append(f.float())
+                if lg is not None:
+                    logits[space].append(lg.float())
             pixels.append(images.flatten(1).mul(255).round().to(torch.uint8))
-            if lg is not None:
-                logits.append(lg.float())
             done += b
         model.train(was_training)
-        return torch.cat(feats), (torch.cat(logits) if logits else None), torch.cat(pixels), seconds
+        return (
+            {space: torch.cat(f) for space, f in feats.items()},
+            {space: torch.cat(lg) if lg else None for space, lg in logits.items()},
+            torch.cat(pixels),
+            seconds,
+        )
 
     def evaluate(
         self,
@@ -269,16 +322,17 @@ class Evaluator:
             return {}
         n = n or self.n_samples
         device = next(model.parameters()).device
-        self.extractor.to(device)
+        for ext in self.extractors.values():
+            ext.to(device)
         fake, logits, pixels, seconds = self.generate(model, n, device, rank, world_size)
-        n_local = len(fake)
+        n_local = len(pixels)
         if gather is not None and world_size > 1:
-            fake = gather(fake)
-            logits = gather(logits) if logits is not None else None
+            fake = {space: gather(f) for space, f in fake.items()}
+            logits = {space: gather(lg) if lg is not None else None for space, lg in logits.items()}
             seconds = float(gather(torch.tensor([seconds], device=device)).max())
             pixels = gather(pixels)
-        fake = fake[:n].cpu().double()
-        logits = logits[:n].cpu() if logits is not None else None
+        fake = {space: f[:n].cpu().double() for space, f in fake.items()}
+        logits = {space: lg[:n].cpu() if lg is not None else None for space, lg in logits.items()}
         pixels = pixels[:n].cpu()
         return self.score(fake, logits, images_per_s=world_size * n_local / max(seconds, 1e-9), pixels=pixels)
 
@@ -288,22 +342,68 @@ class Evaluator:
         the same reference as a model's samples (call `prepare` first)."""
         if not self.active:
             return {}
-        device = next(self.extractor.parameters(), torch.empty(0)).device
         images = images.float().clamp(0, 1)
         self._image_shape = tuple(images.shape[1:])
-        fake, logits = self._features(images, device)
-        return self.score(fake.double(), logits, pixels=images.flatten(1).mul(255).round().to(torch.uint8))
+        fake, logits = {}, {}
+        for space, ext in self.extractors.items():
+            device = next(ext.parameters(), torch.empty(0)).device
+            f, logits[space] = self._features(ext, images, device)
+            fake[space] = f.double()
+        return self.score(fake, logits, pixels=images.flatten(1).mul(255).round().to(torch.uint8))
 
     def score(
         self,
-        fake: torch.Tensor,
-        logits: torch.Tensor | None,
+        fake: dict[str, torch.Tensor],
+        logits: dict[str, torch.Tensor | None],
         images_per_s: float | None = None,
         pixels: torch.Tensor | None = None,
     ) -> dict:
-        """Every metric from generated features (and logits, and uint8 pixels ``(N, C*H*W)`` for the pixel copy
-        rate) against the references."""
-        ext, ref = self.extractor.name, self.reference
+        """Every metric from generated features and logits (per space) and uint8 pixels ``(N, C*H*W)`` (the pixel
+        copy rate and the nearest-image panel) against the references."""
+        out: dict[str, float] = {}
+        for space in self.extractors:
+            out.update(self._score_space(space, fake[space], logits.get(space)))
+        headline = next(iter(self.extractors))
+        n = len(fake[headline])
+        train_pixels = self.pixels["train"]
+        if pixels is not None and pixels.shape[1] == train_pixels.shape[1]:
+            dist = nearest(pixels, train_pixels)
+            out["val/copy_rate_pixels"] = float((dist < self.pixels["threshold"]).double().mean())
+            if self._image_shape is not None:
+                # "samples next to their nearest training images", in the headline space's features
+                k = min(8, n)
+                idx = torch.cdist(fake[headline][:k], self.references[headline]["train"]["features"].double())
+                rows = torch.stack([pixels[:k], train_pixels[idx.argmin(1)]]).float() / 255
+                self.nearest_panel = rows.view(2, k, *self._image_shape)
+        ref = self.references[headline]
+        info = {
+            "eval/n_samples": n,
+            "eval/n_floor": min(n, len(ref["train"]["features"])),
+            "eval/n_reference": len(ref["test"]["features"]),
+            "eval/n_train_reference": len(ref["train"]["features"]) // 2,
+            "eval/features": headline,
+            "eval/feature_spaces": ",".join(self.extractors),
+        }
+        for space, ext in self.extractors.items():
+            lg = logits.get(space)
+            if lg is not None and getattr(ext, "num_classes", 0) and "val/coverage_classes" not in out:
+                cov = class_coverage(lg.argmax(1), self.references[space]["test"]["labels"], ext.num_classes)
+                out["val/coverage_classes"] = cov["coverage_classes"]
+                out["val/class_tv"] = cov["class_tv"]
+                info["eval/class_hist"] = cov["class_hist"]
+            if math.isfinite(self.references[space].get("extractor_val_acc", float("nan"))):
+                out["features/val_acc"] = self.references[space]["extractor_val_acc"]
+            if math.isfinite(getattr(ext, "knn_acc", float("nan"))):
+                out[f"features/{space}_knn_acc"] = ext.knn_acc
+        if images_per_s is not None:
+            out["time/sample_images_per_s"] = images_per_s
+        self.last_info = info
+        return out
+
+    def _score_space(self, ext: str, fake: torch.Tensor, logits: torch.Tensor | None) -> dict[str, float]:
+        """The metrics of one feature space: held-out and train-referenced FID / KID with their floors, precision /
+        recall / density / coverage, the copy rate, the bootstrap intervals, and IS where it has logits."""
+        ref = self.references[ext]
         test = ref["test"]["features"].double()
         train = ref["train"]["features"].double()
         n = len(fake)
@@ -311,48 +411,25 @@ class Evaluator:
         train_a, train_b = train[:half], train[half:][:n]
         floor = train[:n]  # real images not in the held-out reference, as many as the samples
         kid = lambda real, x: kid_from_features(real, x, self.kid_subset_size, self.kid_subsets, self.seed)  # noqa: E731
+        if (ext, n) not in self._floors:  # real against real: the same for every evaluation of n samples
+            self._floors[ext, n] = {
+                f"val/fid_{ext}_floor": fid_from_features(test, floor),
+                f"val/kid_{ext}_floor": kid(test, floor),
+                f"val/fid_{ext}_train_floor": fid_from_features(train_a, train_b),
+            }
         out = {
             f"val/fid_{ext}": fid_from_features(test, fake),
-            f"val/fid_{ext}_floor": fid_from_features(test, floor),
             f"val/kid_{ext}": kid(test, fake),
-            f"val/kid_{ext}_floor": kid(test, floor),
             f"val/fid_{ext}_train": fid_from_features(train_a, fake),
-            f"val/fid_{ext}_train_floor": fid_from_features(train_a, train_b),
+            **self._floors[ext, n],
         }
         prdc = precision_recall_density_coverage(test[:n], fake, k=self.pr_k)
         out.update({f"val/{k}_{ext}": v for k, v in prdc.items()})
-        out[f"val/copy_rate_{ext}"] = float((nearest(fake, train) < ref["threshold"][ext]).double().mean())
-        if pixels is not None and pixels.shape[1] == ref["train_pixels"].shape[1]:
-            dist = nearest(pixels, ref["train_pixels"])
-            out["val/copy_rate_pixels"] = float((dist < ref["threshold"]["pixels"]).double().mean())
-        if pixels is not None and self._image_shape is not None and pixels.shape[1] == ref["train_pixels"].shape[1]:
-            # "samples next to their nearest training images" (in the features that decide the copy rate)
-            k = min(8, n)
-            idx = torch.cdist(fake[:k], train).argmin(1)
-            rows = torch.stack([pixels[:k], ref["train_pixels"][idx]]).float() / 255
-            self.nearest_panel = rows.view(2, k, *self._image_shape)
+        out[f"val/copy_rate_{ext}"] = float((nearest(fake, train) < ref["threshold"]).double().mean())
         if self.bootstrap:
             out.update(self._intervals(test, fake, ext))
-        info = {
-            "eval/n_samples": n,
-            "eval/n_floor": len(floor),
-            "eval/n_reference": len(test),
-            "eval/n_train_reference": len(train_a),
-            "eval/features": ext,
-        }
         if logits is not None:
             out[f"val/is_{ext}"] = inception_score_from_logits(logits, self.seed)
-            num_classes = getattr(self.extractor, "num_classes", 0)
-            if num_classes:
-                cov = class_coverage(logits.argmax(1), ref["test"]["labels"], num_classes)
-                out["val/coverage_classes"] = cov["coverage_classes"]
-                out["val/class_tv"] = cov["class_tv"]
-                info["eval/class_hist"] = cov["class_hist"]
-        if math.isfinite(ref.get("extractor_val_acc", float("nan"))):
-            out["features/val_acc"] = ref["extractor_val_acc"]
-        if images_per_s is not None:
-            out["time/sample_images_per_s"] = images_per_s
-        self.last_info = info
         return out
 
     def _intervals(self, real: torch.Tensor, fake: torch.Tensor, ext: str) -> dict[str, float]:
@@ -383,6 +460,26 @@ class Evaluator:
             lo, hi = torch.quantile(values, torch.tensor([0.025, 0.975], dtype=torch.float64))
             out[f"val/{name}_lo"], out[f"val/{name}_hi"] = float(lo) - bias, float(hi) - bias
         return out
+
+
+def parse_spaces(features) -> list[str]:
+    """``metrics.features`` as a list of spaces: ``["all"]``, ``[]`` (none) or names from `SPACES`. Takes a name,
+    ``all``, ``none``, a list (``[classifier, ssl]``) or comma-separated names (``classifier,ssl``)."""
+    if features is None:
+        return []
+    names = [str(f).strip() for f in features.split(",")] if isinstance(features, str) else [str(f) for f in features]
+    names = [f for f in names if f]
+    if names in (["all"], ["none"]):
+        return [] if names == ["none"] else names
+    bad = [f for f in names if f not in SPACES]
+    if bad or not names or len(set(names)) < len(names):
+        raise ConfigError(
+            f"features must be all, none, or a list of distinct names from {', '.join(SPACES)}; got {features!r}",
+            keys=("features",),
+            fix="metrics.features=all (every space the data allows: classifier where labelled, ssl, inception "
+            "with metrics.inception_weights), or e.g. metrics.features=[classifier,ssl] or metrics.features=ssl",
+        )
+    return names
 
 
 COPY_QUANTILE = 0.05  # the held-out images' nearest-training-image distance below which a sample counts as a copy

@@ -6,6 +6,8 @@ extractors are never mistaken for one another.
 
 - ``classifier``: a small CNN trained here on the dataset's labelled train split, cached under the cache dir by a
   fingerprint of the data, reused across runs. Offline, and it also classifies samples (mode coverage).
+- ``ssl``: a small CNN trained here on the images alone (SimCLR), for any image data, labelled or not: see
+  `gensuite.metrics.ssl`.
 - ``inception``: the standard FID network (torch-fidelity's port of the TF Inception-v3 weights), from a local
   weights file or the torch hub cache, downloaded only where there is internet.
 """
@@ -33,7 +35,9 @@ class SmallCNN(nn.Module):
     Works for any image size >= 8 and 1 or 3 channels (adaptive pooling before the feature layer).
     """
 
-    def __init__(self, in_channels: int, num_classes: int, width: int = 32, feature_dim: int = 128):
+    def __init__(
+        self, in_channels: int, num_classes: int, width: int = 32, feature_dim: int = 128, dropout: float = 0.3
+    ):
         super().__init__()
 
         def block(cin: int, cout: int) -> list[nn.Module]:
@@ -49,7 +53,7 @@ class SmallCNN(nn.Module):
             nn.Flatten(),
         )
         self.features = nn.Linear(8 * width, feature_dim)
-        self.head = nn.Sequential(nn.ReLU(), nn.Dropout(0.3), nn.Linear(feature_dim, num_classes))
+        self.head = nn.Sequential(nn.ReLU(), nn.Dropout(dropout), nn.Linear(feature_dim, num_classes))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         f = self.features(self.body((x - 0.5) / 0.5))  # (B, feature_dim), pre-activation: closer to Gaussian
@@ -149,8 +153,8 @@ class ClassifierFeatures(nn.Module):
             raise ConfigError(
                 f"metrics.features=classifier needs class labels, but data={datamodule.name} has none "
                 "(an image folder without class sub-folders)",
-                fix="FID needs a feature extractor: give class sub-folders, or set metrics.features=inception "
-                "with metrics.inception_weights=<path to " + INCEPTION_FILE + ">, or metrics.features=none",
+                fix="metrics.features=ssl (trained without labels), or give class sub-folders, or "
+                "metrics.features=inception with metrics.inception_weights=<path to " + INCEPTION_FILE + ">",
             )
         key = hashlib.sha256(f"{datamodule.fingerprint()}|SmallCNN-v1|{epochs}|{seed}".encode()).hexdigest()[:16]
         path = Path(cache_dir) / "classifier" / f"{datamodule.name}-{key}.pt"
@@ -163,21 +167,20 @@ class ClassifierFeatures(nn.Module):
         vx, vy = datamodule.real_images("val")
         print(f"[gensuite] training the feature classifier on {len(tx)} {datamodule.name} images (cached after)")
         net, acc = train_classifier(tx, ty, vx, vy, datamodule.num_classes, epochs=epochs, seed=seed)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        torch.save(
-            {
-                "state_dict": net.state_dict(),
-                "val_acc": acc,
-                "in_channels": tx.shape[1],
-                "num_classes": datamodule.num_classes,
-                "data": datamodule.name,
-            },
-            tmp,
-        )
-        os.replace(tmp, path)  # atomic: a concurrent reader sees the old state or the whole file
-        (path.with_suffix(".json")).write_text(json.dumps({"val_acc": acc, "data": datamodule.name}, indent=1))
+        blob = {"val_acc": acc, "in_channels": tx.shape[1], "num_classes": datamodule.num_classes}
+        save_atomic(path, {"state_dict": net.state_dict(), "data": datamodule.name, **blob})
         return cls(net, acc, key)
+
+
+def save_atomic(path: Path, blob: dict) -> None:
+    """``torch.save`` beside the target, then ``os.replace``: a concurrent reader sees no file or the whole file.
+    The plain-number entries are also written to ``<path>.json`` for people to read."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save(blob, tmp)
+    os.replace(tmp, path)
+    plain = {k: v for k, v in blob.items() if isinstance(v, (int, float, str))}
+    path.with_suffix(".json").write_text(json.dumps(plain, indent=1))
 
 
 class InceptionFeatures(nn.Module):
