@@ -34,6 +34,8 @@ FAMILIES = {
             "model.discriminator.body.width=8", "model.discriminator.body.out_dim=16", "model.n_critic=2", *EMA],
     "diffusion": ["model=diffusion", "data=digits", "model/denoiser=unet_small", "model.denoiser.base_width=8",
                   "model.nll_timesteps=2", "sampler.steps=2", *EMA],
+    "flow_matching": ["model=flow_matching", "data=digits", "model/denoiser=unet_small", "model.denoiser.base_width=8",
+                      "model.nll_steps=1", "sampler.steps=2", *EMA],
     "transformer_text": ["model=transformer", "data=pydoc", "data.seq_len=16", "model.net.width=16",
                          "model.net.depth=1", "model.net.heads=2", "model.text_length=8", "model.text_samples=1",
                          "trainer.val_check_interval=null", "model.scheduler.warmup_steps=1"],

@@ -52,8 +52,51 @@ def check_command_line(config_dir: str, config_name: str, argv: list[str]) -> No
     with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
         for overrides in _compositions(config_name, list(args.overrides), bool(args.multirun)):
             cfg = _compose(config_name, overrides)
+            check_search_space(config_name, cfg, overrides)
             if args.cfg is None:  # --cfg only prints the config: no need to import the targets for their types
                 check_override_types(cfg, _compose(config_name, _group_overrides(cfg, overrides)), overrides)
+
+
+def check_search_space(config_name: str, cfg: DictConfig, overrides: list[str]) -> None:
+    """A sweeper's search space (``hparams_search=optuna``: ``hydra.sweeper.params``) must exist and every key in it
+    must compose with this command line, so that a space for another family fails here, not in every trial."""
+    search = cfg.hydra.runtime.choices.get("hparams_search")
+    if not search or not _multirun(cfg):
+        return
+    params = dict(OmegaConf.select(cfg, "hydra.sweeper.params") or {})
+    model = cfg.hydra.runtime.choices.get("model")
+    if not params:
+        raise ConfigError(
+            f"hparams_search={search}: no search space for model={model}",
+            keys=("hydra.sweeper.params",),
+            fix=f"write conf/preset/search/{search}_{model}.yaml (one 'key: choice(...)|interval(...)' line per "
+            "setting, as the suite's own files there), or give 'hydra.sweeper.params.<key>=choice(...)'",
+        )
+    for key, space in params.items():
+        value = _first_value(str(space))
+        try:
+            _compose(config_name, [*overrides, f"{key}={value}"])
+        except ConfigError as exc:
+            raise ConfigError(
+                f"hparams_search={search}: the search space of model={model} sets {key}, which this run's config "
+                f"does not take ({str(exc).splitlines()[0]})",
+                keys=(key,),
+                fix=f"remove {key} from conf/preset/search/{search}_{model}.yaml, or override it: "
+                f"'hydra.sweeper.params.{key}=null'",
+            ) from None
+
+
+def _multirun(cfg: DictConfig) -> bool:
+    """Whether the composed config runs as a multirun (``hydra.mode`` is a `RunMode` once composed, or a string)."""
+    return str(cfg.hydra.mode).rsplit(".", 1)[-1] == "MULTIRUN"
+
+
+def _first_value(space: str) -> str:
+    """A value of a sweeper's search-space entry: the first of ``choice(a, b)`` / ``range(a, b)``, the low end of
+    ``interval(lo, hi)``, a plain value as it is."""
+    inner = space[space.find("(") + 1 : space.rfind(")")] if space.endswith(")") and "(" in space else space
+    first = inner.split(",")[0].strip()
+    return first or space
 
 
 def _compose(config_name: str, overrides: list[str]) -> DictConfig:
@@ -83,7 +126,7 @@ def _compositions(config_name: str, overrides: list[str], multirun: bool) -> lis
     if not sweeps:
         return [overrides]
     if not multirun:  # a config may switch to multirun itself (hparams_search=optuna sets hydra.mode)
-        multirun = str(_compose(config_name, fixed).hydra.mode) == "MULTIRUN"
+        multirun = _multirun(_compose(config_name, fixed))
         if not multirun:
             return [overrides]  # Hydra's "Ambiguous value ... add --multirun" comes from composing it
     values = {}
