@@ -129,7 +129,7 @@ def test_experiment_builds_at_size_and_trains_a_debug_budget(experiment, photo_f
     data = data_overrides(compose_cfg(base), photo_folders)
     cfg = compose_cfg([*base, *data])
     extra = []
-    if OmegaConf.select(cfg, "model.tokenizer._target_", default="").endswith("VQTokenizer"):
+    if OmegaConf.select(cfg, "model.tokenizer._target_", default="").endswith("vq_tokenizer"):
         with pytest.raises(ConfigError, match="tokenizer.path"):  # stage 2 without its stage 1: a clear error
             instantiate_checked(cfg, "model")
         extra = [f"model.tokenizer.path={stage1_checkpoint(experiment, data, tmp_path / 'stage1')}"]

@@ -41,7 +41,7 @@ def test_the_search_space_follows_the_model_and_builds_at_its_corners(model, cac
     # every combination of low and high ends (at most 2^4 = 16 builds of a small default model)
     keys = list(params)
     for combo in itertools.product(*(_corners(str(params[k])) for k in keys)):
-        overrides = [f"{k}={v}" for k, v in zip(keys, combo)]
+        overrides = [f"{k}={v}" for k, v in zip(keys, combo, strict=True)]
         built = compose_cfg([f"model={model}", *overrides, f"paths.cache_dir={cache_dir}"])
         instantiate_checked(built, "model")
 

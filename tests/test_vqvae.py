@@ -8,11 +8,11 @@ import json
 import pytest
 import torch
 
+from gensuite.checkpoint import vq_tokenizer
 from gensuite.config import instantiate_checked
 from gensuite.errors import CheckpointError, ConfigError
 from gensuite.nets.grids import GridDecoder, GridEncoder
 from gensuite.nets.quantizers import VectorQuantizer
-from gensuite.nets.tokenizers import VQTokenizer
 from gensuite.train import train
 
 SMALL = [
@@ -130,7 +130,7 @@ def test_codebook_is_used_after_a_short_run(vq_run):
 def test_vq_tokenizer_round_trips_through_the_codebook(vq_run):
     result, out = vq_run
     vqvae = result["model"].eval()
-    tok = VQTokenizer(path=str(out / "checkpoints" / "last.ckpt"))
+    tok = vq_tokenizer(path=str(out / "checkpoints" / "last.ckpt"))
     x = result["datamodule"].real_images("val", 6)[0]
     tokens = tok.encode(x)
     assert tokens.shape == (6, 16) and tokens.max() < 32 and tok.vocab_size == 32 and tok.seq_len == 16
@@ -171,6 +171,6 @@ def test_transformer_over_vq_codes_trains_and_samples_images(vq_run, make_cfg, t
 
 def test_vq_tokenizer_needs_a_vqvae_checkpoint(vq_run, tmp_path):
     with pytest.raises(ConfigError, match="model.tokenizer.path"):
-        VQTokenizer(path=None)
+        vq_tokenizer(path=None)
     with pytest.raises(CheckpointError, match="no such file"):
-        VQTokenizer(path=str(tmp_path / "missing.ckpt"))
+        vq_tokenizer(path=str(tmp_path / "missing.ckpt"))

@@ -16,7 +16,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from gensuite.config import instantiate_checked
-from gensuite.errors import CheckpointError
+from gensuite.errors import CheckpointError, ConfigError
+from gensuite.families.base import GenerativeModule, check_protocol
+from gensuite.nets.tokenizers import VQTokenizer
 from gensuite.trust import check_stored_config, local_cache_dir, neutralise
 
 BUILT_SECTIONS = ("model", "data", "metrics")
@@ -46,16 +48,62 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     return ckpt
 
 
+#: ``_target_`` names that older versions of the suite stored, and what builds the same thing now
+RENAMED_TARGETS = {"gensuite.nets.tokenizers.VQTokenizer": "gensuite.checkpoint.vq_tokenizer"}
+
+
+def _renamed_targets(node):
+    """``node`` (a stored config, plain data) with every `RENAMED_TARGETS` name replaced, before the trust check."""
+    if isinstance(node, dict):
+        return {k: RENAMED_TARGETS.get(v, v) if k == "_target_" and isinstance(v, str) else _renamed_targets(v)
+                for k, v in node.items()}  # fmt: skip
+    if isinstance(node, list):
+        return [_renamed_targets(v) for v in node]
+    return node
+
+
 def checkpoint_config(ckpt: dict) -> DictConfig:
     """The composed config stored in a checkpoint, after `gensuite.trust.check_stored_config` (no interpolation
     anywhere; every ``_target_`` of the sections sample.py / eval.py build, `BUILT_SECTIONS`, on the allowlist),
     with its cache and download settings replaced by the local ones."""
     import copy
 
-    plain = ckpt["gensuite"].get("config")
+    plain = _renamed_targets(ckpt["gensuite"].get("config"))
     check_stored_config(plain, BUILT_SECTIONS)
     plain = neutralise(copy.deepcopy(plain), BUILT_SECTIONS, local_cache_dir())
     return OmegaConf.create(plain)
+
+
+def build_model(cfg: DictConfig) -> GenerativeModule:
+    """The model of ``cfg.model``, built from its parts and checked against the family protocol."""
+    model = instantiate_checked(cfg, "model")
+    check_protocol(model)
+    return model
+
+
+def load_frozen(path: str | os.PathLike | None, family: str, setting: str, train_command: str) -> torch.nn.Module:
+    """A trained model of ``family`` from the checkpoint ``path``, frozen (no gradients, eval mode), for a model
+    that builds on it (a VQ tokenizer, latent diffusion's autoencoder). Errors name ``setting``."""
+    if not path:
+        raise ConfigError(
+            f"{setting} is not set: this model needs a trained {family} model",
+            keys=(setting.rsplit(".", 1)[-1],),
+            fix=f"train one first ({train_command}), then add {setting}=logs/runs/{family}-<data>/<time>/checkpoints/"
+            "last.ckpt",
+        )
+    try:
+        model, _ = load_model(path, expect_family=family)
+    except CheckpointError as err:
+        raise CheckpointError(
+            f"{setting}: {err.message}", fix=err.fix or f"give the last.ckpt of a model={family} run"
+        ) from err
+    return model.requires_grad_(False).eval()
+
+
+def vq_tokenizer(path: str | None = None) -> VQTokenizer:
+    """``model/tokenizer=vq``: the code grid of the trained VQ-VAE at ``path``, as the transformer's tokenizer."""
+    autoencoder = load_frozen(path, "vqvae", "model.tokenizer.path", "python train.py model=vqvae data=<data>")
+    return VQTokenizer(autoencoder, path)
 
 
 def load_model(
@@ -72,7 +120,7 @@ def load_model(
             fix=f"give a checkpoint trained with model={expected[0]}",
         )
     cfg = checkpoint_config(ckpt)
-    model = instantiate_checked(cfg, "model")
+    model = build_model(cfg)
     try:
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as err:

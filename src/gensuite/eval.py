@@ -123,9 +123,9 @@ def evaluate_samples(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("seed") is not None:
         L.seed_everything(int(cfg.seed), verbose=False)
     datamodule = instantiate_checked(cfg, "data")
-    if getattr(datamodule, "modality", "image") != "image":
+    if not datamodule.info().is_image:
         raise ConfigError(
-            f"data={datamodule.name} is {datamodule.modality}: samples= scores images against image data",
+            f"data={datamodule.name} is {datamodule.info().modality}: samples= scores images against image data",
             fix="data=<image data> (mnist5k, digits, image_folder, ...); score a text model with ckpt_path=",
         )
     path = Path(cfg.samples).expanduser()

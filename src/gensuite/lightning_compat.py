@@ -1,6 +1,8 @@
-"""The one place where the suite works around Lightning's behaviour through members that are not its documented
-API. Each function names the Lightning version it was checked against and has a test
-(``tests/test_exact_resume.py``) that fails loudly when an upgrade changes what it relies on.
+"""The one place where the suite reaches Lightning's (and TensorBoard's) members that are not their documented API,
+because no public way does the job. Each function names the version it was checked against and has a test
+(``tests/test_lightning_compat.py``; ``tests/test_exact_resume.py`` for the restart repair) that fails loudly when
+an upgrade changes what it relies on. `gensuite.callbacks.ema.EMA` extends Lightning's `EMAWeightAveraging` and
+reads its attributes (``_average_model``, ``_device``, ``_use_buffers``, ``_kwargs``); the same test checks them.
 """
 
 from __future__ import annotations
@@ -26,3 +28,30 @@ def repair_restart_after_last_batch(trainer: L.Trainer) -> bool:
         fit.reset_restart_stage()
         return True
     return False
+
+
+def _no_count() -> None:
+    """Stands in for Lightning's step-counting hooks around an optimiser step that must not count."""
+
+
+def step_uncounted(opt) -> None:
+    """``opt.step()`` of a `LightningOptimizer` in manual optimisation without advancing ``trainer.global_step``.
+
+    Lightning 2.6.6: the manual-optimisation loop counts a step through two hooks it sets on each
+    `LightningOptimizer` (``_on_before_step`` / ``_on_after_step``); the step itself goes through the strategy and
+    the precision plugin (gradient scaling, DDP) as usual. The GAN's discriminator steps use it: only generator
+    updates are training steps (``trainer.max_steps``, checkpoints and schedules count those)."""
+    hooks = opt._on_before_step, opt._on_after_step
+    opt._on_before_step = opt._on_after_step = _no_count
+    try:
+        opt.step()
+    finally:
+        opt._on_before_step, opt._on_after_step = hooks
+
+
+def file_writer(writer):
+    """The event-file writer of a `SummaryWriter`, for summaries that only exist as protobufs (the hparams tab).
+
+    torch 2.x: ``SummaryWriter._get_file_writer()``; `SummaryWriter.add_hparams` would write them into a new
+    sub-run folder of its own instead of the run's event file."""
+    return writer._get_file_writer()

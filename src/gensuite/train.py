@@ -14,10 +14,11 @@ from lightning.pytorch.callbacks import WeightAveraging
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
+from gensuite import lightning_compat
 from gensuite.callbacks.clock import TrainingClock
 from gensuite.callbacks.evaluation import Evaluation
 from gensuite.callbacks.run_state import RunState
-from gensuite.checkpoint import find_last_checkpoint, read_checkpoint
+from gensuite.checkpoint import build_model, find_last_checkpoint, read_checkpoint
 from gensuite.checkpoint_io import AtomicCheckpointIO, remove_stale_temporaries
 from gensuite.config import flatten, instantiate_checked, to_plain
 from gensuite.errors import CheckpointError, ConfigError
@@ -191,8 +192,8 @@ def log_hparams(trainer: L.Trainer, cfg: DictConfig, metrics: dict[str, Any]) ->
     params = {k: v for k, v in params.items() if not k.startswith(("hydra.", "paths."))}
     numeric = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     exp, ssi, sei = hparams(params, numeric)
-    for summary in (exp, ssi, sei):
-        writer._get_file_writer().add_summary(summary)
+    for summary in (exp, ssi, sei):  # into the run's own event file (lightning_compat.file_writer says why)
+        lightning_compat.file_writer(writer).add_summary(summary)
     writer.flush()
 
 
@@ -232,7 +233,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("matmul_precision"):
         torch.set_float32_matmul_precision(cfg.matmul_precision)
     datamodule = instantiate_checked(cfg, "data")
-    model = instantiate_checked(cfg, "model")
+    model = build_model(cfg)
     check_trainer_for_model(cfg, model)
     ckpt_path = resolve_ckpt_path(cfg, model)
     callbacks = build_callbacks(cfg)

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from gensuite.contracts import DataInfo
 from gensuite.data.files import check_image, decode_cached, read_image
 from gensuite.data.order import ResumableLoader, train_order
 from gensuite.errors import ConfigError, DataError, require_positive
@@ -241,6 +242,20 @@ class ImageDataModule(L.LightningDataModule):
             )
 
     # -- facts the evaluation needs ------------------------------------------------------------------------
+    def info(self) -> DataInfo:
+        """What this data module declares to models and the evaluation (`gensuite.contracts.DataInfo`)."""
+        self.setup()
+        return DataInfo(
+            name=self.name,
+            modality="image",
+            channels=self.channels,
+            image_size=self.image_size,
+            num_classes=self.num_classes if self.labelled else 0,
+            labelled=self.labelled,
+            fingerprint=self.fingerprint(),
+            held_out="test" if self.test is not None else "val",
+        )
+
     @property
     def labelled(self) -> bool:
         self.setup()

@@ -23,6 +23,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from gensuite.contracts import DataInfo
 from gensuite.data.images import as_batch
 from gensuite.data.order import ResumableLoader, train_order
 from gensuite.errors import ConfigError, DataError, require_positive
@@ -106,6 +107,10 @@ class TextDataModule(L.LightningDataModule):
 
     def load_bytes(self) -> bytes:
         raise NotImplementedError
+
+    def info(self) -> DataInfo:
+        """What this data module declares to models and the evaluation (`gensuite.contracts.DataInfo`)."""
+        return DataInfo(name=self.name, modality="text", seq_len=self.seq_len, held_out="val")
 
     def setup(self, stage: str | None = None) -> None:
         if self.train is not None:

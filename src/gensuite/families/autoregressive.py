@@ -103,16 +103,18 @@ class Autoregressive(GenerativeModule):
 
     # -- tokens -------------------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        modality = getattr(dm, "modality", None)
-        if modality is not None and modality != self.tokenizer.modality:
-            fix = "model/tokenizer=bytes" if modality == "text" else "model/tokenizer=pixels (or vq)"
+        info = self.data_info()
+        if info is None:
+            return
+        if info.modality != self.tokenizer.modality:
+            fix = "model/tokenizer=bytes" if info.modality == "text" else "model/tokenizer=pixels (or vq)"
             raise ConfigError(
-                f"data={dm.name} is {modality} but the {type(self.tokenizer).__name__} reads {self.tokenizer.modality}",
+                f"data={info.name} is {info.modality} but the {type(self.tokenizer).__name__} reads "
+                f"{self.tokenizer.modality}",
                 fix=fix,
             )
-        seq = getattr(dm, "seq_len", None)
-        if self.is_text and seq is not None and seq > self.context:
+        seq = info.seq_len
+        if self.is_text and seq and seq > self.context:
             raise ConfigError(
                 f"data.seq_len={seq} windows do not fit model.context={self.context}",
                 fix=f"model.context={seq} or data.seq_len={self.context}",

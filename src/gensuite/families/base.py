@@ -26,6 +26,7 @@ import lightning as L
 import torch
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
+from gensuite import contracts
 from gensuite.errors import ConfigError, GensuiteError
 
 Panel = torch.Tensor | str
@@ -33,6 +34,36 @@ Panel = torch.Tensor | str
 
 class NonFiniteLossError(GensuiteError):
     """A loss became NaN or infinite: training stops, the last good checkpoint stays on disk."""
+
+
+class FamilyProtocolError(GensuiteError):
+    """A model that does not implement the family protocol the training loop and the evaluation rely on."""
+
+
+def check_protocol(model: Any) -> None:
+    """Check, once when a model is built, what every entry point relies on (module docstring): a
+    `GenerativeModule` with its own ``losses`` and ``sample``, a ``family`` name, ``nll`` / ``reconstruct`` either
+    None or callable, and an attribute for each sampling knob. Raises `FamilyProtocolError` naming what is
+    missing."""
+    name = type(model).__name__
+    fix = "see README 'Add a family': subclass gensuite.families.base.GenerativeModule, implement losses and sample"
+    if not isinstance(model, GenerativeModule):
+        raise FamilyProtocolError(f"model {name} is not a gensuite.families.base.GenerativeModule", fix=fix)
+    missing = [m for m in ("losses", "sample") if getattr(type(model), m) is getattr(GenerativeModule, m)]
+    problems = [f"it does not implement {m}()" for m in missing]
+    if not isinstance(model.family, str) or model.family in ("", GenerativeModule.family):
+        problems.append("its class attribute `family` (the family's name in runs and reports) is not set")
+    for m in ("nll", "reconstruct", "panels"):
+        value = getattr(model, m, None)
+        if value is not None and not callable(value):
+            problems.append(f"{m} is {type(value).__name__}, not None or a method")
+    if not isinstance(model.sampling_knobs, dict):
+        problems.append("sampling_knobs is not a dict of knob name -> description")
+    else:
+        problems += [f"sampling knob {k!r} has no attribute of that name" for k in model.sampling_knobs
+                     if not hasattr(model, k)]  # fmt: skip
+    if problems:
+        raise FamilyProtocolError(f"model {name} breaks the family protocol: " + "; ".join(problems), fix=fix)
 
 
 class GenerativeModule(L.LightningModule):
@@ -89,6 +120,16 @@ class GenerativeModule(L.LightningModule):
     def sampling_info(self) -> dict[str, Any]:
         """The knobs' current values, for metrics.json (``eval/sampling.<name>``): numbers say how they were made."""
         return {f"eval/sampling.{k}": getattr(self, k) for k in self.sampling_knobs if getattr(self, k) is not None}
+
+    def rank_noise(self, draw: Callable[..., torch.Tensor], n: int, *shape: int, **kwargs: Any) -> torch.Tensor:
+        """Training noise, ``draw(n, *shape)`` on this module's device, different on every DDP rank (the global
+        batch's noise is drawn and this rank keeps its rows: `gensuite.contracts.rank_slice`)."""
+        kwargs.setdefault("device", self.device)
+        return contracts.rank_slice(self, draw, n, *shape, **kwargs)
+
+    def data_info(self) -> contracts.DataInfo | None:
+        """What the attached data module declares (`gensuite.contracts.DataInfo`), or None while detached."""
+        return contracts.data_info(self)
 
     def data_dims(self, batch) -> int:
         """How many dimensions one example has (for bits/dim): C*H*W for images."""

@@ -53,9 +53,12 @@ def class_grid_labels(num_classes: int, per_class: int, device: torch.device | s
     return torch.arange(num_classes, device=device).repeat_interleave(per_class)
 
 
-def drop_labels(y: torch.Tensor, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """``y`` with each label replaced by `NO_LABEL` with probability ``p`` (label dropout for guidance)."""
-    drop = torch.rand(y.shape, generator=generator, device=y.device) < p
+def drop_labels(y: torch.Tensor, p: float, u: torch.Tensor | None = None) -> torch.Tensor:
+    """``y`` with each label replaced by `NO_LABEL` with probability ``p`` (label dropout for guidance).
+
+    ``u``: uniform draws in [0, 1), one per label (a family passes its per-rank training noise); drawn from the
+    global RNG when None."""
+    drop = (torch.rand(y.shape, device=y.device) if u is None else u.to(y.device)) < p
     return torch.where(drop, torch.full_like(y, NO_LABEL), y)
 
 

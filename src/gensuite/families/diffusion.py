@@ -25,6 +25,7 @@ import functools
 import torch
 from torch import nn
 
+from gensuite.contracts import to_signed, to_unit
 from gensuite.diffusion.likelihood import variational_bound
 from gensuite.diffusion.samplers import DPMSolverSDE, Sampler
 from gensuite.diffusion.schedules import NoiseSchedule, check_prediction
@@ -111,11 +112,11 @@ class Diffusion(GenerativeModule):
     # -- data <-> model space ----------------------------------------------------------------------------------
     def encode_data(self, x: torch.Tensor) -> torch.Tensor:
         """Images in [0, 1] -> what the diffusion runs on (here: pixels in [-1, 1])."""
-        return 2 * x - 1
+        return to_signed(x)
 
     def decode_data(self, x0: torch.Tensor) -> torch.Tensor:
         """The sampler's output -> images in [0, 1]."""
-        return ((x0 + 1) / 2).clamp(0, 1)
+        return to_unit(x0)
 
     @property
     def conditional(self) -> bool:
@@ -150,7 +151,9 @@ class Diffusion(GenerativeModule):
 
     def training_labels(self, batch) -> torch.Tensor | None:
         """The batch's labels with label dropout (classifier-free guidance); None for an unconditional model."""
-        return conditioning.drop_labels(batch[1], self.label_dropout) if self.conditional else None
+        if not self.conditional:
+            return None
+        return conditioning.drop_labels(batch[1], self.label_dropout, self.rank_noise(torch.rand, len(batch[1])))
 
     def sample_labels(self, n: int) -> torch.Tensor | None:
         """The labels `sample` draws for ``n`` samples of a conditional model: the shared balanced rule."""
@@ -159,8 +162,8 @@ class Diffusion(GenerativeModule):
     def losses(self, batch) -> dict[str, torch.Tensor]:
         x0 = self.encode_data(batch[0])
         b = x0.shape[0]
-        t = torch.randint(0, self.schedule.num_timesteps, (b,), device=x0.device)
-        noise = torch.randn_like(x0)
+        t = self.rank_noise(lambda *s, **kw: torch.randint(0, self.schedule.num_timesteps, s, **kw), b)
+        noise = self.rank_noise(torch.randn, b, *x0.shape[1:], dtype=x0.dtype)
         x_t = self.schedule.q_sample(x0, t, noise)
         out = self.denoiser(x_t, t, self.training_labels(batch))
         target = self.schedule.target(x0, noise, t, self.prediction)

@@ -31,6 +31,7 @@ import math
 import torch
 from torch import nn
 
+from gensuite.contracts import to_signed, to_unit
 from gensuite.errors import ConfigError
 from gensuite.families import conditioning
 from gensuite.families.base import GenerativeModule, Panel
@@ -122,13 +123,16 @@ class FlowMatching(GenerativeModule):
     def encode_data(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Images in [0, 1] (8-bit values k/255) -> [-1, 1], uniformly dequantised to (k + u)/256 if ``dequantize``."""
         if self.dequantize:
-            u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            if generator is None:  # training: this rank's rows of the global batch's draws
+                u = self.rank_noise(torch.rand, len(x), *x.shape[1:], device=x.device, dtype=x.dtype)
+            else:
+                u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
             x = (torch.round(x * 255) + u) / 256
-        return 2 * x - 1
+        return to_signed(x)
 
     def decode_data(self, x1: torch.Tensor) -> torch.Tensor:
         """The sampler's output -> images in [0, 1]."""
-        return ((x1 + 1) / 2).clamp(0, 1)
+        return to_unit(x1)
 
     # -- sampler -----------------------------------------------------------------------------------------------
     def set_sampler(self, sampler: FlowSampler) -> None:
@@ -156,12 +160,14 @@ class FlowMatching(GenerativeModule):
     def sample_times(self, n: int, device) -> torch.Tensor:
         """``(n,)`` training times in (0, 1): uniform, or logit-normal (Esser et al. 2024, eq. 19)."""
         if self.time_sampling == "uniform":
-            return torch.rand(n, device=device)
-        return torch.sigmoid(self.logit_mean + self.logit_std * torch.randn(n, device=device))
+            return self.rank_noise(torch.rand, n, device=device)
+        return torch.sigmoid(self.logit_mean + self.logit_std * self.rank_noise(torch.randn, n, device=device))
 
     def training_labels(self, batch) -> torch.Tensor | None:
         """The batch's labels with label dropout (classifier-free guidance); None for an unconditional model."""
-        return conditioning.drop_labels(batch[1], self.label_dropout) if self.conditional else None
+        if not self.conditional:
+            return None
+        return conditioning.drop_labels(batch[1], self.label_dropout, self.rank_noise(torch.rand, len(batch[1])))
 
     def sample_labels(self, n: int) -> torch.Tensor | None:
         """The labels `sample` draws for ``n`` samples of a conditional model: the shared balanced rule."""
@@ -169,7 +175,7 @@ class FlowMatching(GenerativeModule):
 
     def losses(self, batch) -> dict[str, torch.Tensor]:
         x1 = self.encode_data(batch[0])  # data, (B, C, H, W)
-        x0 = torch.randn_like(x1)  # noise
+        x0 = self.rank_noise(torch.randn, len(x1), *x1.shape[1:], dtype=x1.dtype)  # noise, this rank's rows
         t = self.sample_times(len(x1), x1.device)
         tb = t.view(-1, *([1] * (x1.dim() - 1)))  # (B, 1, 1, 1)
         xt = (1 - tb) * x0 + tb * x1

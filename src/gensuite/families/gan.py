@@ -33,15 +33,13 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from gensuite import lightning_compat
+from gensuite.contracts import attached_trainer, to_signed, to_unit
 from gensuite.errors import ConfigError
 from gensuite.families import conditioning
 from gensuite.families.base import GenerativeModule, NonFiniteLossError, Panel
 from gensuite.families.gan_losses import AdversarialLoss
 from gensuite.nets.discriminators import uses_batch_statistics
-
-
-def _no_count() -> None:
-    """Stands in for Lightning's step-counting hooks around a discriminator ``step()``."""
 
 
 def grad_norm(module: nn.Module) -> torch.Tensor:
@@ -143,17 +141,6 @@ class GAN(GenerativeModule):
             )
 
     # -- generation ------------------------------------------------------------------------------------------
-    def rank_noise(self, draw: Callable[..., torch.Tensor], n: int, *shape: int) -> torch.Tensor:
-        """``draw(world * n, *shape)`` from the global RNG, and this rank's slice of ``n`` rows.
-
-        Every DDP rank holds the same global RNG state; drawing the global batch and slicing gives each rank
-        its own noise while the RNG streams stay identical across ranks (and are restored on resume).
-        """
-        trainer = self._trainer
-        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-        full = draw(world * n, *shape, device=self.device)
-        return full[rank * n : (rank + 1) * n]
-
     def generate(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Latents ``(B, latent_dim)`` [+ labels ``(B,)``] -> images in [-1, 1], ``(B, C, H, W)``."""
         raw = self.decoder(z, labels) if self.num_classes else self.decoder(z)
@@ -171,7 +158,7 @@ class GAN(GenerativeModule):
         z = self.latents(n, generator)
         if self.num_classes:
             labels = self.sample_labels(n) if labels is None else labels.to(self.device)
-        return (self.generate(z, labels) + 1) / 2
+        return to_unit(self.generate(z, labels), clamp=False)
 
     def latents(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """``(n, latent_dim)`` draws of the prior N(0, I), truncated to [-t, t] when ``truncation`` is set."""
@@ -198,14 +185,14 @@ class GAN(GenerativeModule):
             z = self.latents(cols, generator)
             z = z.repeat(self.num_classes, 1)  # (K * cols, d): row k repeats the same noise
             labels = conditioning.class_grid_labels(self.num_classes, cols, self.device)
-            images = (self.generate(z, labels) + 1) / 2
+            images = to_unit(self.generate(z, labels), clamp=False)
             out["classes"] = images.view(self.num_classes, cols, *self.image_shape)  # (rows, cols, C, H, W)
         return out
 
     # -- objectives ------------------------------------------------------------------------------------------
     def _inputs(self, batch) -> tuple[torch.Tensor, torch.Tensor | None]:
         labels = batch[1] if self.num_classes else None
-        return batch[0] * 2 - 1, labels  # [0, 1] -> [-1, 1], the generator's range
+        return to_signed(batch[0]), labels  # the generator's range
 
     def losses(self, batch) -> dict[str, torch.Tensor]:
         """Both objectives on a batch, without penalties or updates (validation): held-out real images against
@@ -236,7 +223,7 @@ class GAN(GenerativeModule):
     def configure_callbacks(self):
         # the first hook Lightning calls with the trainer attached, before it checks the loop configuration
         # itself: the run's settings are checked here so that a user reads which setting to change
-        trainer = self._trainer
+        trainer = attached_trainer(self)
         if trainer is not None:
             self._check_run(trainer)
         return []
@@ -282,15 +269,8 @@ class GAN(GenerativeModule):
         if counted:
             opt.step()
         else:
-            # the step rule: only generator updates advance trainer.global_step. A LightningOptimizer calls these
-            # two hooks (set by Lightning's manual-optimisation loop) to count a step; the step itself still goes
-            # through the strategy and precision plugin.
-            hooks = opt._on_before_step, opt._on_after_step
-            opt._on_before_step = opt._on_after_step = _no_count
-            try:
-                opt.step()
-            finally:
-                opt._on_before_step, opt._on_after_step = hooks
+            # the step rule: only generator updates advance trainer.global_step (Lightning has no public switch)
+            lightning_compat.step_uncounted(opt)
         return norm
 
     def fakes(self, n: int, labels: torch.Tensor | None, grad: bool) -> torch.Tensor:
@@ -352,7 +332,7 @@ class GAN(GenerativeModule):
 
     def on_train_start(self) -> None:
         # n_critic larger than the batches of an epoch would never update the generator
-        trainer = self._trainer
+        trainer = attached_trainer(self)
         if trainer is not None and self.n_critic > 1 and trainer.num_training_batches < self.n_critic:
             raise ConfigError(
                 f"n_critic={self.n_critic} but an epoch has only {trainer.num_training_batches} batches, so the "

@@ -23,7 +23,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from gensuite.checkpoint import load_model
+from gensuite.checkpoint import load_frozen
 from gensuite.diffusion.samplers import Sampler
 from gensuite.diffusion.schedules import NoiseSchedule
 from gensuite.errors import CheckpointError, ConfigError
@@ -33,23 +33,11 @@ from gensuite.families.diffusion import Diffusion
 
 def load_autoencoder(path: str | None) -> nn.Module:
     """The frozen VAE of ``autoencoder_ckpt``, or a clear error naming the setting."""
-    if not path:
-        raise ConfigError(
-            "model=latent_diffusion needs a trained autoencoder, but autoencoder_ckpt is not set",
-            keys=("autoencoder_ckpt",),
-            fix="train one with `python train.py model=vae`, then pass "
-            "autoencoder_ckpt=logs/runs/vae-<data>/<run>/checkpoints/last.ckpt",
-        )
-    try:
-        vae, _ = load_model(path, expect_family="vae")
-    except CheckpointError as err:
-        raise CheckpointError(
-            f"autoencoder_ckpt: {err.message}", fix=err.fix or "give the last.ckpt of a `model=vae` run"
-        ) from err
+    vae = load_frozen(path, "vae", "autoencoder_ckpt", "python train.py model=vae")
     for attr in ("encode", "decoder", "likelihood", "latent_dim", "image_shape"):
         if not hasattr(vae, attr):
             raise CheckpointError(f"autoencoder_ckpt={path}: the model has no `{attr}`; it cannot be reused here")
-    return vae.requires_grad_(False).eval()
+    return vae
 
 
 class LatentDiffusion(Diffusion):
@@ -109,7 +97,7 @@ class LatentDiffusion(Diffusion):
     def encode_latents(self, x: torch.Tensor) -> torch.Tensor:
         """``z ~ q(z|x)`` of the autoencoder, unscaled, ``(B, latent_dim)``."""
         mu, logvar = self.autoencoder.encode(x)
-        return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+        return mu + self.rank_noise(torch.randn, len(mu), mu.shape[1], dtype=mu.dtype) * torch.exp(0.5 * logvar)
 
     @torch.no_grad()
     def measure_latent_scale(self, x: torch.Tensor) -> None:

@@ -84,7 +84,7 @@ class VAE(GenerativeModule):
     def _terms(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-example reconstruction NLL and KL, both in nats, ``(B,)``."""
         mu, logvar = self.encode(x)
-        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+        z = mu + self.rank_noise(torch.randn, len(mu), mu.shape[1], dtype=mu.dtype) * torch.exp(0.5 * logvar)
         rec = self.likelihood.nll(self.decoder(z), x)
         kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)  # closed form against N(0, I)
         return rec, kl

@@ -82,6 +82,9 @@ class Euler(FlowSampler):
 
     name = "euler"
 
+    def __init__(self, steps: int = 16):  # the flow-matching default's evaluation sampler (README: the NFE table)
+        super().__init__(steps)
+
     def step(self, velocity, x, t, s):
         return x + (s - t) * velocity(x, _at(x, t))
 

@@ -42,6 +42,7 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.inception import InceptionScore
 from torchmetrics.image.kid import KernelInceptionDistance
 
+from gensuite.contracts import info_of
 from gensuite.errors import ConfigError
 from gensuite.metrics.diversity import class_coverage, knn_radii, precision_recall_density_coverage
 from gensuite.metrics.features import ClassifierFeatures, InceptionFeatures
@@ -213,7 +214,14 @@ class Evaluator:
         return spaces
 
     def _prepare(self, datamodule, device) -> None:
-        if getattr(datamodule, "modality", "image") != "image":
+        info = info_of(datamodule)
+        if info is None:
+            raise ConfigError(
+                f"the data module {type(datamodule).__name__} declares nothing about its data: the evaluation needs "
+                "its info() (gensuite.contracts.DataInfo)",
+                fix="subclass gensuite.data.images.ImageDataModule (or TextDataModule), or add info() -> DataInfo",
+            )
+        if not info.is_image:
             return  # text: the likelihood and the samples speak for the model
         for space in self.spaces_for(datamodule):
             if space == "classifier":
@@ -225,7 +233,7 @@ class Evaluator:
             self.extractors[space] = ext.to(device)
         if not self.extractors:
             return
-        held_out = "test" if getattr(datamodule, "test", None) is not None else "val"
+        held_out = info.held_out
         if held_out == "val":
             self.notes.append(f"data={datamodule.name} has no test split: the held-out reference is its val split")
         size = min(len(datamodule.train), self.reference_size)

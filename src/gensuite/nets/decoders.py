@@ -83,7 +83,7 @@ class ConvDecoder(_Decoder):
         latent_dim: int,
         out_channels: int,
         image_size: int,
-        width: int = 32,
+        width: int = 16,
         depth: int | None = None,
         max_width: int = 256,
         norm: str = "batch",

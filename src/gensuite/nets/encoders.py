@@ -61,7 +61,7 @@ class ConvEncoder(nn.Module):
         in_channels: int,
         image_size: int,
         out_dim: int,
-        width: int = 32,
+        width: int = 16,
         depth: int | None = None,
         max_width: int = 256,
         norm: str = "batch",

@@ -122,28 +122,30 @@ class VQTokenizer(nn.Module):
     and the VQ-VAE's decoder to images in [0, 1]. Its weights are part of the transformer's checkpoint, but the
     checkpoint path must still exist to rebuild the model (its config names it).
 
+    The part takes the frozen VQ-VAE itself (a part never loads a family); ``model/tokenizer=vq`` builds it with
+    `gensuite.checkpoint.vq_tokenizer`, which loads the checkpoint ``path`` through `gensuite.checkpoint.load_frozen`.
+
     Args:
-        path: the VQ-VAE checkpoint (``logs/runs/vqvae-<data>/<time>/checkpoints/last.ckpt``).
+        autoencoder: a trained VQ-VAE (``encode_codes``, ``decode_codes``, ``num_codes``, ``grid_size``,
+            ``image_shape``), frozen here.
+        path: where it came from (recorded for messages), or None.
     """
 
     modality = "image"
     data_likelihood = False  # codes are not an invertible function of the pixels
 
-    def __init__(self, path: str | None = None):
+    def __init__(self, autoencoder: nn.Module, path: str | None = None):
         super().__init__()
-        if not path:
+        missing = [a for a in ("encode_codes", "decode_codes", "num_codes", "grid_size", "image_shape")
+                   if not hasattr(autoencoder, a)]  # fmt: skip
+        if missing:
             raise ConfigError(
-                "model/tokenizer=vq needs the checkpoint of a trained VQ-VAE",
+                f"the VQ tokenizer needs a VQ-VAE, but {type(autoencoder).__name__} has no {', '.join(missing)}",
                 keys=("path",),
-                fix="train one first (python train.py model=vqvae data=<data>), then add "
-                "model.tokenizer.path=logs/runs/vqvae-<data>/<time>/checkpoints/last.ckpt",
+                fix="model.tokenizer.path=<the last.ckpt of a `model=vqvae` run>",
             )
-        from gensuite.checkpoint import load_model  # late import: checkpoint builds families, which use tokenizers
-
-        autoencoder, _ = load_model(path, expect_family="vqvae")
-        autoencoder.requires_grad_(False)
-        self.autoencoder = autoencoder.eval()
-        self.path = str(path)
+        self.autoencoder = autoencoder.requires_grad_(False).eval()
+        self.path = None if path is None else str(path)
         self.vocab_size = autoencoder.num_codes
         self.grid_size = autoencoder.grid_size
         self.seq_len = self.grid_size * self.grid_size

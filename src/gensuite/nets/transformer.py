@@ -212,7 +212,7 @@ class Transformer(nn.Module):
         depth: int = 4,
         heads: int = 4,
         mlp_ratio: float = 4.0,
-        dropout: float = 0.0,
+        dropout: float = 0.1,
         attn_dropout: float = 0.0,
         positions: str = "rope",
         tie_weights: bool = True,
