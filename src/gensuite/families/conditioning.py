@@ -11,6 +11,11 @@ One rule for every family and for the evaluation (``sample.py`` stores the label
 - **classifier-free guidance** (`guide`): ``out = out(∅) + s · (out(y) - out(∅))``; ``s = 0`` is unconditional,
   ``s = 1`` conditional (one network call each), ``s > 1`` trades diversity for fidelity (one batched call).
 
+The switch is one spelling in every family, ``model.num_classes=${data.num_classes}`` (0: unconditional); the
+protocol a conditional family offers is ``num_classes`` and ``sample(n, generator, labels=...)`` (``y=`` in the
+diffusion families, `label_keyword`). Shared here as well: the ``class_grid`` panel (`class_grid`) and the check
+that the data has the model's classes (`check_data_labels`, called once, by `gensuite.train`).
+
 Label ``-1`` means "no label" everywhere (the conditional nets embed it as an extra class, `gensuite.nets.unet`).
 """
 
