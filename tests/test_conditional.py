@@ -7,19 +7,22 @@ from __future__ import annotations
 import math
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from gensuite.config import instantiate_checked
 from gensuite.errors import ConfigError
+from gensuite.eval import evaluate
 from gensuite.families import conditioning
 from gensuite.families.autoregressive import Autoregressive
 from gensuite.families.vae import VAE
 from gensuite.metrics.evaluator import Evaluator
+from gensuite.sample import sample
 from gensuite.train import train
 
-from .test_samples_io import untrained_checkpoint
+from .test_samples_io import eval_cfg, sample_cfg, untrained_checkpoint
 
 COND = "model.num_classes=${data.num_classes}"  # the one documented spelling
 TINY_VAE = ["model=vae", "data=digits", "data.batch_size=32", "model.latent_dim=4", COND]
@@ -249,3 +252,23 @@ def test_conditional_vae_run_reports_intra_class_fid(make_cfg):
         assert key in m and math.isfinite(m[key]) and m[key] >= 0, key
     assert m["eval/n_per_class_intra"] == 20  # 200 samples, 10 classes
     assert m["val/fid_classifier_intra"] > m["val/fid_classifier_intra_floor"]
+
+
+def test_eval_of_a_checkpoint_and_of_its_labelled_samples_give_the_same_intra_fid(make_cfg, tmp_path, cache_dir):
+    """eval.py of a conditional checkpoint draws balanced labels; sample.py stores the labels it drew in the .npz,
+    and eval.py samples= reads them: the same draw gives the same intra-class FID."""
+    ckpt = untrained_checkpoint(tmp_path / "cvae.ckpt", [*TINY_VAE, f"paths.cache_dir={cache_dir}"])
+    space = ["metrics.features=classifier"]
+    m = evaluate(
+        eval_cfg(cache_dir, f"ckpt_path={ckpt}", "use_run_metrics=false", f"out={tmp_path / 'c.json'}", *space)
+    )
+    assert math.isfinite(m["val/fid_classifier_intra"]) and m["eval/n_per_class_intra"] == 20
+    npz = sample(sample_cfg(ckpt, "n=200", "seed=1234", "batch_size=100", "format=npz", f"out={tmp_path / 's.npz'}"))
+    from_file = evaluate(eval_cfg(cache_dir, f"samples={npz}", "data=digits", *space))
+    # the same samples (up to 8-bit rounding) for the same classes: the same score
+    assert from_file["val/fid_classifier_intra"] == pytest.approx(m["val/fid_classifier_intra"], rel=0.02)
+    unlabelled = tmp_path / "u.npz"
+    np.savez(unlabelled, samples=np.load(npz)["samples"])
+    assert "val/fid_classifier_intra" not in evaluate(
+        eval_cfg(cache_dir, f"samples={unlabelled}", "data=digits", *space)
+    )
