@@ -14,6 +14,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from gensuite.callbacks.ema import EMA
 from gensuite.config import instantiate_checked
 from gensuite.errors import ConfigError
+from gensuite.families.conditioning import check_data_labels
 from gensuite.families.gan_losses import Hinge, NonSaturating, WassersteinGP
 from gensuite.nets.discriminators import Discriminator
 from gensuite.nets.encoders import ConvEncoder
@@ -294,7 +295,7 @@ def test_training_diagnostics_and_panels(make_cfg):
     a = model.panels(None, generator=torch.Generator().manual_seed(0), n=16)
     b = model.panels(None, generator=torch.Generator().manual_seed(0), n=16)
     assert torch.equal(a["samples"], b["samples"])  # fixed noise: the grid changes only with the weights
-    rows = a["classes"]
+    rows = a["class_grid"]
     assert rows.shape == (10, 8, 1, 8, 8)
     assert not torch.equal(rows[0], rows[1])  # rows are classes, with the same noise in every row
 
@@ -352,8 +353,9 @@ def test_conditional_settings_must_agree(make_cfg):
     cfg = make_cfg(["model=gan", "model.discriminator.num_classes=10"])
     with pytest.raises(ConfigError, match="num_classes"):
         instantiate_checked(cfg, "model")
-    with pytest.raises(ConfigError, match="data.num_classes"):
-        fit(make_cfg(TINY_GAN + ["model.num_classes=7"]))
+    cfg = make_cfg(TINY_GAN + ["model.num_classes=7"])
+    with pytest.raises(ConfigError, match="data.num_classes"):  # the check train.py makes for every family
+        check_data_labels(instantiate_checked(cfg, "model"), instantiate_checked(cfg, "data"))
 
 
 def test_trainer_gradient_clipping_is_refused_with_a_pointer_to_the_gan_settings(make_cfg):

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from gensuite import config_dir, samples_io
@@ -138,7 +139,9 @@ def evaluate_samples(cfg: DictConfig) -> dict[str, Any]:
     device = pick_device(cfg.device)
     datamodule.setup("validate")
     evaluator.prepare(datamodule, device)
-    metrics = evaluator.evaluate_images(images)
+    labels = samples_io.read_labels(path)  # the classes a conditional model drew them for: the intra-class FID
+    labels = torch.from_numpy(labels) if labels is not None and len(labels) == len(images) else None
+    metrics = evaluator.evaluate_images(images, labels)
     if not metrics:
         raise ConfigError(
             f"no sample metric can be computed with metrics.features={cfg.metrics.features} on data="

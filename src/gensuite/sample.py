@@ -8,7 +8,6 @@ Reading and writing sample files is `gensuite.samples_io`.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from gensuite.callbacks.evaluation import grid_of
 from gensuite.checkpoint import load_model
 from gensuite.config import instantiate_checked
 from gensuite.errors import ConfigError
+from gensuite.families import conditioning
 
 FORMATS = {"grid": "a PNG grid", "npz": "uint8 (N, H, W, C) under 'samples' in an .npz", "png": "a folder of PNGs"}
 TEXT_FORMATS = {"grid": "the samples as a .txt file"}
@@ -89,11 +89,8 @@ def class_labels(model: torch.nn.Module, n: int, given: torch.Tensor | None = No
     `gensuite.families.conditioning`), passed as ``labels=`` or ``y=``, whichever its ``sample`` takes. An
     unconditional model, or one that takes no labels, gets ``({}, None)``.
     """
-    if int(getattr(model, "num_classes", 0) or 0) <= 0 or not hasattr(model, "sample_labels"):
-        return {}, None
-    takes = inspect.signature(model.sample).parameters
-    keyword = next((k for k in ("labels", "y") if k in takes), None)
-    if keyword is None:
+    keyword = conditioning.label_keyword(model)
+    if keyword is None or not hasattr(model, "sample_labels"):
         return {}, None
     labels = given.to(model.device) if given is not None else model.sample_labels(n)
     return {keyword: labels}, labels

@@ -84,6 +84,15 @@ def read_samples(path: str | os.PathLike, channels: int) -> tuple[np.ndarray, st
     return read_array(p)
 
 
+def read_labels(path: str | os.PathLike) -> np.ndarray | None:
+    """The int64 ``labels`` stored beside the samples of an ``.npz`` (as ``sample.py`` writes them), else None."""
+    p = Path(os.path.expanduser(str(path)))
+    if p.suffix.lower() != ".npz" or not p.is_file():
+        return None
+    with np.load(p, allow_pickle=False) as loaded:
+        return np.asarray(loaded[LABELS_KEY], dtype=np.int64) if LABELS_KEY in loaded.files else None
+
+
 def read_array(path: Path) -> tuple[np.ndarray, str]:
     """The array of an ``.npy``, or of an ``.npz``'s key ``samples`` (else its only array); never unpickles."""
     try:

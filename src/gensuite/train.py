@@ -22,6 +22,7 @@ from gensuite.checkpoint import build_model, find_last_checkpoint, read_checkpoi
 from gensuite.checkpoint_io import AtomicCheckpointIO, remove_stale_temporaries
 from gensuite.config import flatten, instantiate_checked, to_plain
 from gensuite.errors import CheckpointError, ConfigError
+from gensuite.families.conditioning import check_data_labels
 from gensuite.launch import ranks_of_this_job
 from gensuite.loggers import build_loggers, tensorboard_writer
 from gensuite.resume import ResumePath, check_resume, resume_callbacks
@@ -234,6 +235,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         torch.set_float32_matmul_precision(cfg.matmul_precision)
     datamodule = instantiate_checked(cfg, "data")
     model = build_model(cfg)
+    check_data_labels(model, datamodule)  # a conditional model of any family needs labelled data
     check_trainer_for_model(cfg, model)
     ckpt_path = resolve_ckpt_path(cfg, model)
     callbacks = build_callbacks(cfg)

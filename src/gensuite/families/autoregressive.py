@@ -13,6 +13,10 @@ exact NLL of the sequence:
 - VQ codes (``vq``): codes give no likelihood of the pixels, so ``val/nll_bpd`` is absent; ``val/bits_per_token``
   is the NLL of the codes (compare ``val/code_bits_unigram`` of the VQ-VAE run: independent codes).
 
+Class-conditional (``model.num_classes=${data.num_classes}``, images only, pixels or VQ codes): every sequence
+starts with a class token instead of ``bos`` (`gensuite.nets.transformer`), which is read and never predicted, so
+the loss and ``val/nll_bpd`` are of ``p(x | y)``; ``sample`` takes ``labels`` (default: the shared balanced rule).
+
 ``sample`` returns images in [0, 1] for image tokenizers (the shared image evaluation runs on them) and token ids
 for text (`decode` turns them into strings); samples use the key/value cache unless ``use_cache`` is off.
 """
@@ -30,6 +34,7 @@ from torchmetrics import SumMetric
 from torchmetrics.text import Perplexity
 
 from gensuite.errors import ConfigError
+from gensuite.families import conditioning
 from gensuite.families.base import GenerativeModule, Panel
 
 
@@ -47,6 +52,7 @@ class Autoregressive(GenerativeModule):
         use_cache: sample with the key/value cache.
         text_length: tokens per text sample (may exceed the context: sliding windows).
         text_samples: text samples shown in TensorBoard's text tab and ``samples.txt``.
+        num_classes: 0 (unconditional) or the classes of a class-token model (image data only).
     """
 
     family = "transformer"
@@ -67,10 +73,19 @@ class Autoregressive(GenerativeModule):
         use_cache: bool = True,
         text_length: int = 512,
         text_samples: int = 4,
+        num_classes: int = 0,
         optimizer=None,
         scheduler=None,
     ):
         super().__init__(optimizer, scheduler)
+        if num_classes and tokenizer.modality == "text":
+            raise ConfigError(
+                f"num_classes={num_classes}: text has no classes, so a transformer over text cannot be conditional",
+                keys=("num_classes",),
+                fix="model.num_classes=0 for text data (class tokens are for labelled image data)",
+            )
+        if num_classes < 0:
+            raise ConfigError(f"num_classes must be >= 0, got {num_classes}", keys=("num_classes",))
         seq_len = tokenizer.seq_len
         if context is None:
             if seq_len is None:
@@ -85,7 +100,10 @@ class Autoregressive(GenerativeModule):
                 fix=f"model.context={seq_len} (or null: the tokenizer's length)",
             )
         self.tokenizer = tokenizer
-        self.net = net(vocab_size=tokenizer.vocab_size, context=context)
+        # the class tokens are the net's (a user's own net needs a num_classes argument only to be conditional)
+        classes = {"num_classes": num_classes} if num_classes else {}
+        self.net = net(vocab_size=tokenizer.vocab_size, context=context, **classes)
+        self.num_classes = num_classes
         self.context = context
         self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
         self.check_sampling()
@@ -124,16 +142,24 @@ class Autoregressive(GenerativeModule):
         """The batch's token sequences ``(B, T)`` int64."""
         return self.tokenizer.encode(batch[0])
 
-    def token_nats(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Cross-entropy of every token given the ones before it ``(B, T)`` nats, and the logits ``(B, T, V)``."""
-        bos = torch.full_like(tokens[:, :1], self.net.bos)
-        logits = self.net(torch.cat([bos, tokens[:, :-1]], 1))  # (B, T, V): position t predicts token t
+    def batch_labels(self, batch) -> torch.Tensor | None:
+        """The class of each example of a conditional model, ``(B,)``; None for an unconditional one."""
+        return batch[1] if self.num_classes else None
+
+    def token_nats(self, tokens: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cross-entropy of every token given the ones before it ``(B, T)`` nats, and the logits ``(B, T, V)``.
+        The first input is ``bos``, or the class token of ``labels`` ``(B,)``: an input, never a target."""
+        if self.num_classes:
+            first = self.net.start_tokens(len(tokens), labels, tokens.device)  # (B, 1) class tokens
+        else:
+            first = torch.full_like(tokens[:, :1], self.net.bos)
+        logits = self.net(torch.cat([first, tokens[:, :-1]], 1))  # (B, T, V): position t predicts token t
         nats = F.cross_entropy(logits.flatten(0, 1).float(), tokens.flatten(), reduction="none")
         return nats.view_as(tokens), logits
 
     # -- protocol -----------------------------------------------------------------------------------------------
     def losses(self, batch) -> dict[str, torch.Tensor]:
-        nats, _ = self.token_nats(self.tokens(batch))
+        nats, _ = self.token_nats(self.tokens(batch), self.batch_labels(batch))
         loss = nats.mean()
         return {"loss": loss, "bits_per_token": loss.detach() / math.log(2)}
 
@@ -143,12 +169,12 @@ class Autoregressive(GenerativeModule):
     def nll(self, batch) -> torch.Tensor:
         """Exact NLL of each example, nats ``(B,)``: of its bytes (text) or 8-bit pixels (`PixelTokenizer`)."""
         tokens = self.tokens(batch)
-        return self.token_nats(tokens)[0].sum(1) + self.tokenizer.dequantisation_nats(tokens)
+        return self.token_nats(tokens, self.batch_labels(batch))[0].sum(1) + self.tokenizer.dequantisation_nats(tokens)
 
     def validation_step(self, batch, batch_idx):
         # one forward pass gives the loss, the exact NLL and the perplexity (the base class would run two)
         tokens = self.tokens(batch)
-        nats, logits = self.token_nats(tokens)
+        nats, logits = self.token_nats(tokens, self.batch_labels(batch))
         bsz, length = tokens.shape
         values = {"val/loss": nats.mean(), "val/bits_per_token": nats.mean() / math.log(2)}
         if self.has_likelihood():
@@ -182,19 +208,31 @@ class Autoregressive(GenerativeModule):
 
     # -- sampling -----------------------------------------------------------------------------------------------
     @torch.no_grad()
-    def generate(self, n: int, length: int, generator=None, prompt: torch.Tensor | None = None) -> torch.Tensor:
-        """``n`` token sequences ``(n, length)`` with the configured sampling settings."""
+    def generate(
+        self, n: int, length: int, generator=None, prompt: torch.Tensor | None = None, labels=None
+    ) -> torch.Tensor:
+        """``n`` token sequences ``(n, length)`` with the configured sampling settings (of class ``labels``)."""
+        extra = {"labels": labels} if self.num_classes else {}
         return self.net.generate(
             n, length, generator=generator, prompt=prompt, use_cache=self.use_cache,
-            temperature=self.temperature, top_k=self.top_k, top_p=self.top_p,
+            temperature=self.temperature, top_k=self.top_k, top_p=self.top_p, **extra,
         )  # fmt: skip
 
+    def sample_labels(self, n: int) -> torch.Tensor | None:
+        """The labels `sample` draws for ``n`` samples of a conditional model: the shared balanced rule."""
+        return conditioning.sample_labels(n, self.num_classes, self.device)
+
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Images ``(n, C, H, W)`` in [0, 1] (image tokenizers) or token ids ``(n, text_length)`` (text)."""
+    def sample(
+        self, n: int, generator: torch.Generator | None = None, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Images ``(n, C, H, W)`` in [0, 1] (image tokenizers) or token ids ``(n, text_length)`` (text); a
+        conditional model draws class ``labels`` ``(n,)`` (default: balanced)."""
         if self.is_text:
             return self.generate(n, self.text_length, generator)
-        return self.tokenizer.decode(self.generate(n, self.tokenizer.seq_len, generator))
+        if self.num_classes and labels is None:
+            labels = self.sample_labels(n)
+        return self.tokenizer.decode(self.generate(n, self.tokenizer.seq_len, generator, labels=labels))
 
     def check_sampling(self) -> None:
         t, k, p = self.temperature, self.top_k, self.top_p
@@ -219,7 +257,13 @@ class Autoregressive(GenerativeModule):
             texts = self.decode(tokens)
             # fenced blocks: TensorBoard's text tab renders markdown, and would reflow plain text
             return {"samples": "\n\n".join(f"sample {i}:\n\n```\n{t}\n```" for i, t in enumerate(texts))}
-        return {"samples": self.sample(n, generator), "completions": self.completions(batch, generator)}
+        out: dict[str, Panel] = {
+            "samples": self.sample(n, generator),
+            "completions": self.completions(batch, generator),
+        }
+        if self.num_classes:
+            out["class_grid"] = conditioning.class_grid(self, generator)
+        return out
 
     @torch.no_grad()
     def completions(self, batch, generator=None, rows: int = 8, cols: int = 4) -> torch.Tensor:
@@ -230,7 +274,9 @@ class Autoregressive(GenerativeModule):
         tokens = self.tokens((x,))
         half = tokens.shape[1] // 2
         prompt = tokens[:, :half].repeat_interleave(cols - 2, 0)
-        done = self.tokenizer.decode(self.generate(len(prompt), tokens.shape[1], generator, prompt=prompt))
+        y = self.batch_labels(batch)
+        y = None if y is None else y[:rows].repeat_interleave(cols - 2, 0)  # a conditional model: the image's class
+        done = self.tokenizer.decode(self.generate(len(prompt), tokens.shape[1], generator, prompt=prompt, labels=y))
         done = done.view(len(x), cols - 2, *x.shape[1:])
         given = x.clone()
         given[..., x.shape[-2] // 2 :, :] = 0.5

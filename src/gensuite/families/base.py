@@ -93,6 +93,10 @@ class GenerativeModule(L.LightningModule):
 
     reconstruct: Callable | None = None  # (x) -> images in [0, 1]; None: the family has no encoder
 
+    def reconstruct_batch(self, batch) -> torch.Tensor:
+        """The reconstruction of a batch's images (a conditional family also reads its labels ``batch[1]``)."""
+        return self.reconstruct(batch[0])
+
     #: the knobs of `sample` a user may set at sample time (``sampling.<name>=``), name -> one line on its effect
     sampling_knobs: dict[str, str] = {}
 
@@ -180,7 +184,7 @@ class GenerativeModule(L.LightningModule):
             values["val/nll_nats"] = nats.mean()
             values["val/nll_bpd"] = nats.mean() / (self.data_dims(batch) * math.log(2))
         if self.reconstruct is not None and x.dim() == 4:
-            rec = self.reconstruct(x).clamp(0, 1)
+            rec = self.reconstruct_batch(batch).clamp(0, 1)
             values["val/psnr"] = peak_signal_noise_ratio(
                 rec, x, data_range=1.0, reduction="elementwise_mean", dim=(1, 2, 3)
             )

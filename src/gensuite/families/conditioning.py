@@ -11,11 +11,17 @@ One rule for every family and for the evaluation (``sample.py`` stores the label
 - **classifier-free guidance** (`guide`): ``out = out(∅) + s · (out(y) - out(∅))``; ``s = 0`` is unconditional,
   ``s = 1`` conditional (one network call each), ``s > 1`` trades diversity for fidelity (one batched call).
 
+The switch is one spelling in every family, ``model.num_classes=${data.num_classes}`` (0: unconditional); the
+protocol a conditional family offers is ``num_classes`` and ``sample(n, generator, labels=...)`` (``y=`` in the
+diffusion families, `label_keyword`). Shared here as well: the ``class_grid`` panel (`class_grid`) and the check
+that the data has the model's classes (`check_data_labels`, called once, by `gensuite.train`).
+
 Label ``-1`` means "no label" everywhere (the conditional nets embed it as an extra class, `gensuite.nets.unet`).
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 import torch
@@ -81,3 +87,69 @@ def guide(
     both = net(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, torch.full_like(y, NO_LABEL)]))
     cond, uncond = both.chunk(2)  # (B, ...) each
     return uncond + scale * (cond - uncond)
+
+
+def label_keyword(model) -> str | None:
+    """The keyword a conditional model's ``sample`` takes its labels by (``labels`` or ``y``); None for a model that
+    is unconditional (``num_classes`` 0 or absent) or whose ``sample`` takes no labels.
+
+    This is the whole conditioning protocol the evaluation and ``sample.py`` rely on: ``num_classes`` > 0, and
+    ``sample(n, generator, labels=...)`` (``y=`` in the diffusion families) drawing class ``labels[i]`` at row i.
+    """
+    if int(getattr(model, "num_classes", 0) or 0) <= 0:
+        return None
+    takes = inspect.signature(model.sample).parameters
+    return next((k for k in ("labels", "y") if k in takes), None)
+
+
+def class_grid(
+    model, generator: torch.Generator | None = None, per_class: int = 8, same_noise: bool = False
+) -> torch.Tensor:
+    """The ``class_grid`` panel of every conditional family: ``(num_classes, per_class, C, H, W)``, one row per class.
+
+    ``same_noise``: each row is drawn from the same generator state, so a column differs only by its label (one
+    ``sample`` call per class: for families whose sampling is cheap, the GAN and the VAE); otherwise one batched
+    call of ``num_classes * per_class`` samples (diffusion, flow matching, the transformer).
+    """
+    k, keyword = int(model.num_classes), label_keyword(model)
+    if keyword is None:
+        raise ValueError(f"a {getattr(model, 'family', '?')} model without labels has no class grid")
+    device = getattr(model, "device", None)
+    if not same_noise:
+        labels = class_grid_labels(k, per_class, device)
+        images = model.sample(len(labels), generator=generator, **{keyword: labels})
+        return images.view(k, per_class, *images.shape[1:])
+    state = generator.get_state() if generator is not None else None
+    rows = []
+    for c in range(k):
+        if generator is not None:
+            generator.set_state(state)
+        labels = torch.full((per_class,), c, device=device)
+        rows.append(model.sample(per_class, generator=generator, **{keyword: labels}))
+    return torch.stack(rows)  # (K, per_class, C, H, W)
+
+
+def check_data_labels(model, datamodule) -> None:
+    """A conditional model (``model.num_classes`` > 0) needs data with as many classes: refused before training
+    otherwise, in one place for every family (`gensuite.train`)."""
+    k = int(getattr(model, "num_classes", 0) or 0)
+    if k <= 0 or datamodule is None:
+        return
+    info = datamodule.info()  # gensuite.contracts.DataInfo
+    if not info.is_image:
+        raise ConfigError(
+            f"model.num_classes={k} makes a class-conditional {model.family} model, but data={info.name} is "
+            f"{info.modality}, which has no classes",
+            fix="model.num_classes=0 (conditional generation is for labelled image data)",
+        )
+    if not info.labelled:
+        raise ConfigError(
+            f"model.num_classes={k} makes a class-conditional {model.family} model, but data={info.name} has no "
+            "labels",
+            fix="model.num_classes=0 for unlabelled data, or a data.path folder with one sub-folder per class",
+        )
+    if info.num_classes != k:
+        raise ConfigError(
+            f"model.num_classes={k} but data.num_classes={info.num_classes}",
+            fix="model.num_classes=${data.num_classes} (conditional) or model.num_classes=0",
+        )

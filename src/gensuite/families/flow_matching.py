@@ -248,6 +248,4 @@ class FlowMatching(GenerativeModule):
     @torch.no_grad()
     def class_grid(self, generator=None, per_class: int = 8) -> torch.Tensor:
         """``(num_classes, per_class, C, H, W)``: one row per class, at the model's guidance scale."""
-        y = conditioning.class_grid_labels(self.num_classes, per_class, self.device)
-        images = self.sample(len(y), generator, y=y)
-        return images.view(self.num_classes, per_class, *images.shape[1:])
+        return conditioning.class_grid(self, generator, per_class)

@@ -181,12 +181,7 @@ class GAN(GenerativeModule):
         conditional GAN, one row per class with the same noise in every row."""
         out: dict[str, Panel] = {"samples": self.sample(n, generator)}
         if self.num_classes:
-            cols = 8
-            z = self.latents(cols, generator)
-            z = z.repeat(self.num_classes, 1)  # (K * cols, d): row k repeats the same noise
-            labels = conditioning.class_grid_labels(self.num_classes, cols, self.device)
-            images = to_unit(self.generate(z, labels), clamp=False)
-            out["classes"] = images.view(self.num_classes, cols, *self.image_shape)  # (rows, cols, C, H, W)
+            out["class_grid"] = conditioning.class_grid(self, generator, same_noise=True)  # (rows, cols, C, H, W)
         return out
 
     # -- objectives ------------------------------------------------------------------------------------------
@@ -235,18 +230,7 @@ class GAN(GenerativeModule):
                 "apply to the GAN's manual optimisation",
                 fix="trainer.gradient_clip_val=null model.clip_grad_g=1.0 model.clip_grad_d=1.0",
             )
-        dm = getattr(trainer, "datamodule", None)
-        if self.num_classes and dm is not None and not getattr(dm, "labelled", True):
-            raise ConfigError(
-                f"model.num_classes={self.num_classes} makes a class-conditional GAN, but data={dm.name} has no labels",
-                fix="model.num_classes=0 for unlabelled data",
-            )
-        data_classes = getattr(dm, "num_classes", None)
-        if self.num_classes and data_classes is not None and self.num_classes != data_classes:
-            raise ConfigError(
-                f"model.num_classes={self.num_classes} but data.num_classes={data_classes}",
-                fix="model.num_classes=${data.num_classes} (conditional) or model.num_classes=0",
-            )
+        # that a conditional GAN has labelled data is checked for every family in one place (gensuite.train)
 
     def check_finite(self, loss: torch.Tensor, name: str = "loss") -> None:
         try:

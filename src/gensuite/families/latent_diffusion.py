@@ -67,6 +67,12 @@ class LatentDiffusion(Diffusion):
     ):
         autoencoder = load_autoencoder(autoencoder_ckpt)
         ae_shape = tuple(autoencoder.image_shape)
+        if getattr(autoencoder, "num_classes", 0):
+            raise ConfigError(
+                "the autoencoder is a conditional VAE: its latents mean nothing without a label",
+                keys=("autoencoder_ckpt",),
+                fix="use an unconditional VAE (trained with model.num_classes=0)",
+            )
         if channels is not None and image_size is not None and ae_shape != (channels, image_size, image_size):
             raise ConfigError(
                 f"the autoencoder makes {ae_shape[0]}x{ae_shape[1]}x{ae_shape[2]} images but the data is "

@@ -5,6 +5,11 @@ this is the negative ELBO, an upper bound on ``-log p(x)``; ``val/nelbo_nats`` a
 report the β = 1 bound, so a β-VAE's numbers stay honest. With the discretized Gaussian (an 8-bit likelihood)
 the bound is also the family's ``val/nll_bpd``, comparable with the other families; with the Bernoulli
 observation model it is not a likelihood of 8-bit pixels, and ``val/nll_bpd`` is left out.
+
+Conditional VAE (Sohn et al. 2015, ``model.num_classes=${data.num_classes}``): a label embedding ``e(y)`` enters
+the posterior, ``q(z|x, y)`` from ``[encoder(x), e(y)]``, and the decoder, ``p(x|z, y)`` from a projection of
+``[z, e(y)]`` back to ``latent_dim``; the prior stays ``N(0, I)``. The conditioning lives here, in the family, so
+every encoder and decoder of the zoo serves unchanged. The bound is then on ``-log p(x|y)``.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import torch
 from torch import nn
 
 from gensuite.errors import ConfigError
+from gensuite.families import conditioning
 from gensuite.families.base import GenerativeModule, Panel
 
 
@@ -48,6 +54,14 @@ class VAE(GenerativeModule):
         latent_dim: size of z.
         beta: weight of the KL term in training (``nll`` reports β = 1).
         kl_warmup_steps: linear ramp of β from 0 over this many steps (0: none).
+        num_classes: 0 (unconditional) or the classes of a conditional VAE: ``losses``, ``nll``, ``reconstruct``
+            read the labels ``batch[1]``, ``sample`` takes ``labels`` ``(n,)`` (default: the balanced rule).
+        label_dim: size of the label embedding of a conditional VAE.
+
+    >>> from gensuite.nets.encoders import MLPEncoder  # doctest: +SKIP
+    >>> vae = VAE(encoder, decoder, likelihood, latent_dim=8, num_classes=10)  # doctest: +SKIP
+    >>> vae.sample(4, labels=torch.tensor([3, 3, 7, 7])).shape  # doctest: +SKIP
+    torch.Size([4, 1, 28, 28])
     """
 
     family = "vae"
@@ -63,6 +77,8 @@ class VAE(GenerativeModule):
         latent_dim: int = 16,
         beta: float = 1.0,
         kl_warmup_steps: int = 0,
+        num_classes: int = 0,
+        label_dim: int = 16,
         optimizer=None,
         scheduler=None,
     ):
@@ -71,23 +87,67 @@ class VAE(GenerativeModule):
             raise ConfigError(f"latent_dim must be > 0, got {latent_dim}", keys=("latent_dim",))
         if beta < 0:
             raise ConfigError(f"beta must be >= 0, got {beta}", keys=("beta",))
+        if num_classes < 0 or (num_classes and label_dim <= 0):
+            raise ConfigError(
+                f"num_classes must be >= 0 and label_dim > 0, got {num_classes} and {label_dim}",
+                keys=("num_classes", "label_dim"),
+            )
         check_parts_fit(encoder, decoder, latent_dim)
+        if getattr(decoder, "num_classes", 0):
+            raise ConfigError(
+                f"decoder.num_classes={decoder.num_classes}: the VAE feeds labels to its decoder itself",
+                keys=("decoder.num_classes",),
+                fix="model.decoder.num_classes=0 and model.num_classes=${data.num_classes}",
+            )
         self.encoder, self.decoder, self.likelihood = encoder, decoder, likelihood
-        self.to_stats = nn.Linear(encoder.out_dim, 2 * latent_dim)  # features -> (mu, log sigma^2)
+        self.num_classes = num_classes
+        extra = label_dim if num_classes else 0
+        self.to_stats = nn.Linear(encoder.out_dim + extra, 2 * latent_dim)  # [features, e(y)] -> (mu, log sigma^2)
+        if num_classes:
+            self.label_embed = nn.Embedding(num_classes, label_dim)
+            self.decoder_in = nn.Linear(latent_dim + label_dim, latent_dim)  # [z, e(y)] -> the decoder's input
+            with torch.no_grad():  # start as "z plus a small label term": the unconditional decoder's input
+                self.decoder_in.weight.zero_()
+                self.decoder_in.weight[:, :latent_dim].copy_(torch.eye(latent_dim))
+                nn.init.normal_(self.decoder_in.weight[:, latent_dim:], 0.0, 0.1)
+                self.decoder_in.bias.zero_()
         self.latent_dim, self.beta, self.kl_warmup_steps = latent_dim, beta, kl_warmup_steps
         self.image_shape = (decoder.out_channels, decoder.image_size, decoder.image_size)
 
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mu, logvar = self.to_stats(self.encoder(x)).chunk(2, dim=1)
+    def _labels(self, labels: torch.Tensor | None, n: int) -> torch.Tensor | None:
+        """The labels of a conditional VAE (required, ``(n,)`` int64 in 0..K-1); None for an unconditional one."""
+        if not self.num_classes:
+            return None
+        if labels is None or labels.shape != (n,) or bool(((labels < 0) | (labels >= self.num_classes)).any()):
+            raise ValueError(f"a conditional VAE needs labels (n,) = ({n},) in 0..{self.num_classes - 1}")
+        return labels.to(self.device)
+
+    def encode(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Posterior ``q(z|x[, y])``: mean and log-variance, ``(B, latent_dim)`` each."""
+        h = self.encoder(x)  # (B, out_dim)
+        labels = self._labels(labels, len(x))
+        if labels is not None:
+            h = torch.cat([h, self.label_embed(labels)], 1)  # (B, out_dim + label_dim)
+        mu, logvar = self.to_stats(h).chunk(2, dim=1)
         return mu, logvar.clamp(-30, 20)
 
-    def _terms(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def decode(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Latents ``(B, latent_dim)`` [+ labels ``(B,)``] -> the decoder's raw output (read by the likelihood)."""
+        labels = self._labels(labels, len(z))
+        if labels is not None:
+            z = self.decoder_in(torch.cat([z, self.label_embed(labels)], 1))  # (B, latent_dim)
+        return self.decoder(z)
+
+    def _terms(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-example reconstruction NLL and KL, both in nats, ``(B,)``."""
-        mu, logvar = self.encode(x)
+        mu, logvar = self.encode(x, labels)
         z = mu + self.rank_noise(torch.randn, len(mu), mu.shape[1], dtype=mu.dtype) * torch.exp(0.5 * logvar)
-        rec = self.likelihood.nll(self.decoder(z), x)
+        rec = self.likelihood.nll(self.decode(z, labels), x)
         kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)  # closed form against N(0, I)
         return rec, kl
+
+    def batch_labels(self, batch) -> torch.Tensor | None:
+        return batch[1] if self.num_classes else None
 
     def current_beta(self) -> float:
         if self.kl_warmup_steps and self.training:
@@ -96,7 +156,7 @@ class VAE(GenerativeModule):
 
     def losses(self, batch) -> dict[str, torch.Tensor]:
         x = batch[0]
-        rec, kl = self._terms(x)
+        rec, kl = self._terms(x, self.batch_labels(batch))
         nelbo = (rec + kl).mean()
         return {
             "loss": (rec + self.current_beta() * kl).mean(),
@@ -107,7 +167,7 @@ class VAE(GenerativeModule):
         }
 
     def nll(self, batch) -> torch.Tensor:
-        rec, kl = self._terms(batch[0])
+        rec, kl = self._terms(batch[0], self.batch_labels(batch))
         return rec + kl
 
     def has_likelihood(self) -> bool:
@@ -115,9 +175,18 @@ class VAE(GenerativeModule):
         return bool(getattr(self.likelihood, "eight_bit", False))
 
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(
+        self, n: int, generator: torch.Generator | None = None, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``n`` images in [0, 1] ``(n, C, H, W)``; a conditional VAE takes ``labels`` (default: balanced)."""
         z = self.temperature * torch.randn(n, self.latent_dim, generator=generator, device=self.device)
-        return self.likelihood.mean(self.decoder(z))
+        if self.num_classes and labels is None:
+            labels = self.sample_labels(n)
+        return self.likelihood.mean(self.decode(z, labels))
+
+    def sample_labels(self, n: int) -> torch.Tensor | None:
+        """The labels `sample` draws for ``n`` samples of a conditional VAE: the shared balanced rule."""
+        return conditioning.sample_labels(n, self.num_classes, self.device)
 
     def check_sampling(self) -> None:
         if self.temperature <= 0:
@@ -127,18 +196,32 @@ class VAE(GenerativeModule):
             )  # fmt: skip
 
     @torch.no_grad()
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        return self.likelihood.mean(self.decoder(self.encode(x)[0]))
+    def reconstruct(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Images in [0, 1] decoded from the posterior mean (a conditional VAE needs the images' ``labels``)."""
+        return self.likelihood.mean(self.decode(self.encode(x, labels)[0], labels))
+
+    def reconstruct_batch(self, batch) -> torch.Tensor:
+        return self.reconstruct(batch[0], self.batch_labels(batch))
 
     @torch.no_grad()
     def panels(self, batch, generator=None, n: int = 64) -> dict[str, Panel]:
-        x = batch[0][:8]
-        rec = self.reconstruct(x)
+        x, y = batch[0][:8], self.batch_labels(batch)
+        rec = self.reconstruct(x, None if y is None else y[:8])
         # rows: a real image then its reconstruction
         pairs = torch.stack([x, rec], 1).flatten(0, 1).view(-1, 4, *self.image_shape)
-        mu = self.encode(batch[0][:16])[0]
+        y16 = None if y is None else y[:16]
+        mu = self.encode(batch[0][:16], y16)[0]
         steps = torch.linspace(0, 1, 10, device=mu.device).view(1, -1, 1)
         a, b = mu[0::2, None], mu[1::2, None]  # (P, 1, d) pairs
         path = (1 - steps) * a + steps * b  # (P, 10, d): linear interpolation in latent space
-        interp = self.likelihood.mean(self.decoder(path.flatten(0, 1))).view(len(a), 10, *self.image_shape)
-        return {"samples": self.sample(n, generator), "reconstructions": pairs, "interpolation": interp}
+        # a conditional VAE decodes a path with the label of its first image
+        path_y = None if y16 is None else y16[0::2].repeat_interleave(10)
+        interp = self.likelihood.mean(self.decode(path.flatten(0, 1), path_y)).view(len(a), 10, *self.image_shape)
+        out: dict[str, Panel] = {
+            "samples": self.sample(n, generator),
+            "reconstructions": pairs,
+            "interpolation": interp,
+        }
+        if self.num_classes:
+            out["class_grid"] = conditioning.class_grid(self, generator, same_noise=True)
+        return out

@@ -18,6 +18,11 @@ References (features cached on disk by a fingerprint of data, split, resolution 
   image is closer than the 5th percentile of the held-out images' nearest-training-image distances. Real unseen
   images score ~0.05 by construction; a model that reproduces its training images scores towards 1.
 
+- **intra-class** (conditional models: ``val/fid_<ex>_intra``): the mean over classes of the FID of the samples
+  drawn with label c against the held-out images of class c; ``val/fid_<ex>_intra_floor`` is the same for as many
+  real training images per class, ``eval/n_per_class_intra`` the samples per class. The samples are drawn with
+  known labels, the shared balanced rule (`gensuite.families.conditioning`), through the model's ``sample``.
+
 ``metrics.bootstrap=B`` resamples the generated features B times (no new samples) for 95 % percentile intervals
 ``val/<metric>_lo`` / ``val/<metric>_hi`` of FID, precision and recall.
 
@@ -44,6 +49,7 @@ from torchmetrics.image.kid import KernelInceptionDistance
 
 from gensuite.contracts import info_of
 from gensuite.errors import ConfigError
+from gensuite.families import conditioning  # the label rule shared by every conditional family (no family code)
 from gensuite.metrics.diversity import class_coverage, knn_radii, precision_recall_density_coverage
 from gensuite.metrics.features import ClassifierFeatures, InceptionFeatures
 from gensuite.metrics.ssl import SSLFeatures
@@ -155,7 +161,7 @@ class Evaluator:
         self.extractors: dict[str, nn.Module] = {}  # space -> extractor, the headline space first
         self.references: dict[str, dict] = {}  # space -> real features of train and held-out images, threshold
         self.pixels: dict | None = None  # training images as uint8 rows and the pixel copy-rate threshold
-        self._floors: dict[tuple[str, int], dict[str, float]] = {}  # (space, n) -> the real-vs-real numbers
+        self._floors: dict[tuple, dict[str, float]] = {}  # (space, n[, intra]) -> the real-vs-real numbers
         self.notes: list[str] = []
         self.last_info: dict = {}
         self._prepared = False
@@ -284,8 +290,13 @@ class Evaluator:
         self, model, n: int, device, rank: int = 0, world_size: int = 1
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor | None], torch.Tensor, float]:
         """This rank's share of ``n`` samples: features and logits per space, uint8 pixels ``(n, C*H*W)`` and
-        the sampling seconds."""
+        the sampling seconds.
+
+        A conditional model (`conditioning.label_keyword`) draws sample i of the whole set (all ranks, in rank
+        order) with label ``sample_labels(n)[i]``: after the gather the labels are ``sample_labels(n)``."""
         n_local = math.ceil(n / world_size)
+        keyword = conditioning.label_keyword(model)
+        offset = rank * n_local
         g = torch.Generator(device=device).manual_seed(self.seed + 1_000_003 * rank)
         feats = {space: [] for space in self.extractors}
         logits = {space: [] for space in self.extractors}
@@ -296,7 +307,11 @@ class Evaluator:
         while done < n_local:
             b = min(self.batch_size, n_local - done)
             t0 = time.perf_counter()
-            images = model.sample(b, generator=g)
+            start = offset + done
+            kwargs = {}
+            if keyword is not None:
+                kwargs[keyword] = conditioning.sample_labels(start + b, model.num_classes, device)[start:]
+            images = model.sample(b, generator=g, **kwargs)
             if images.device.type == "cuda":
                 torch.cuda.synchronize(images.device)
             seconds += time.perf_counter() - t0
@@ -342,12 +357,17 @@ class Evaluator:
         fake = {space: f[:n].cpu().double() for space, f in fake.items()}
         logits = {space: lg[:n].cpu() if lg is not None else None for space, lg in logits.items()}
         pixels = pixels[:n].cpu()
-        return self.score(fake, logits, images_per_s=world_size * n_local / max(seconds, 1e-9), pixels=pixels)
+        labels = None
+        if conditioning.label_keyword(model) is not None:
+            labels = conditioning.sample_labels(len(pixels), model.num_classes)
+        per_s = world_size * n_local / max(seconds, 1e-9)
+        return self.score(fake, logits, images_per_s=per_s, pixels=pixels, labels=labels)
 
     @torch.no_grad()
-    def evaluate_images(self, images: torch.Tensor) -> dict[str, float]:
+    def evaluate_images(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, float]:
         """Every metric of given images (float ``(N, C, H, W)`` in [0, 1], e.g. another tool's samples) against
-        the same reference as a model's samples (call `prepare` first)."""
+        the same reference as a model's samples (call `prepare` first); with their ``labels`` ``(N,)`` (the classes
+        they were drawn for) also the intra-class FID."""
         if not self.active:
             return {}
         images = images.float().clamp(0, 1)
@@ -357,7 +377,7 @@ class Evaluator:
             device = next(ext.parameters(), torch.empty(0)).device
             f, logits[space] = self._features(ext, images, device)
             fake[space] = f.double()
-        return self.score(fake, logits, pixels=images.flatten(1).mul(255).round().to(torch.uint8))
+        return self.score(fake, logits, pixels=images.flatten(1).mul(255).round().to(torch.uint8), labels=labels)
 
     def score(
         self,
@@ -365,12 +385,18 @@ class Evaluator:
         logits: dict[str, torch.Tensor | None],
         images_per_s: float | None = None,
         pixels: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
     ) -> dict:
         """Every metric from generated features and logits (per space) and uint8 pixels ``(N, C*H*W)`` (the pixel
-        copy rate and the nearest-image panel) against the references."""
+        copy rate and the nearest-image panel) against the references; ``labels`` ``(N,)``: the class each sample
+        was drawn for (a conditional model), for the intra-class FID."""
         out: dict[str, float] = {}
+        intra_n = None
         for space in self.extractors:
             out.update(self._score_space(space, fake[space], logits.get(space)))
+            if labels is not None:
+                intra, intra_n = self._score_intra(space, fake[space], labels)
+                out.update(intra)
         headline = next(iter(self.extractors))
         n = len(fake[headline])
         train_pixels = self.pixels["train"]
@@ -392,6 +418,8 @@ class Evaluator:
             "eval/features": headline,
             "eval/feature_spaces": ",".join(self.extractors),
         }
+        if intra_n is not None:
+            info["eval/n_per_class_intra"] = intra_n
         for space, ext in self.extractors.items():
             lg = logits.get(space)
             if lg is not None and getattr(ext, "num_classes", 0) and "val/coverage_classes" not in out:
@@ -439,6 +467,29 @@ class Evaluator:
         if logits is not None:
             out[f"val/is_{ext}"] = inception_score_from_logits(logits, self.seed)
         return out
+
+    def _score_intra(self, ext: str, fake: torch.Tensor, labels: torch.Tensor) -> tuple[dict[str, float], int | None]:
+        """Intra-class FID of one space: the mean over classes of FID(held-out images of class c, samples of class
+        c), and its floor (as many real training images of class c per class). Classes are the ones both the samples
+        and the held-out reference have; each class's samples are cut to the smallest class's count, so every
+        class's FID has the same bias. ``({}, None)`` when no class has 2 samples and 2 references."""
+        ref = self.references[ext]
+        test, test_y = ref["test"]["features"].double(), ref["test"]["labels"]
+        train, train_y = ref["train"]["features"].double(), ref["train"]["labels"]
+        labels = labels.cpu()
+        classes = [c for c in labels.unique().tolist() if c >= 0 and int((test_y == c).sum()) >= 2]
+        if not classes:
+            return {}, None
+        n_c = min(int((labels == c).sum()) for c in classes)
+        n_c = min(n_c, *(int((train_y == c).sum()) for c in classes))  # the floor needs as many real images
+        if n_c < 2:
+            return {}, None
+        key = (ext, "intra", n_c, tuple(classes))
+        if key not in self._floors:
+            floor = [fid_from_features(test[test_y == c], train[train_y == c][:n_c]) for c in classes]
+            self._floors[key] = {f"val/fid_{ext}_intra_floor": sum(floor) / len(floor)}
+        fids = [fid_from_features(test[test_y == c], fake[labels == c][:n_c]) for c in classes]
+        return {f"val/fid_{ext}_intra": sum(fids) / len(fids), **self._floors[key]}, n_c
 
     def _intervals(self, real: torch.Tensor, fake: torch.Tensor, ext: str) -> dict[str, float]:
         """95 % bootstrap intervals over the sample set (the reference fixed): FID, precision, recall.

@@ -10,6 +10,12 @@ The vocabulary has one extra *input* token, ``bos = vocab_size``, that starts ev
 predicts only the ``vocab_size`` real tokens. Training on ``[bos, x_0 .. x_{T-2}] -> [x_0 .. x_{T-1}]`` makes the
 summed cross-entropy the exact negative log-likelihood of all ``T`` tokens.
 
+Class-conditional (``num_classes`` = K > 0): K more input tokens, ``vocab_size + 1 + c`` for class c, and a
+sequence of class c starts with its class token instead of ``bos``: ``[cls_c, x_0 .. x_{T-2}] -> [x_0 .. x_{T-1}]``.
+The class token is only ever read, never a target, so the loss is ``-log p(x | c)``; the context, the key/value
+cache and the sliding windows are unchanged (a window starts with the class token where it would start with
+``bos``).
+
 Sampling (`Transformer.generate`) keeps a key/value cache (`KVCache`) so each new token costs one position, not a
 full forward pass. Sequences longer than the context are generated in sliding windows that always start with
 ``bos`` (`window_start`); the cached and the uncached paths follow the same windows, so for a fixed generator they
@@ -196,8 +202,10 @@ class Transformer(nn.Module):
         positions: ``rope`` (rotary; no parameters) or ``learned`` (an embedding per position).
         tie_weights: the output layer reuses the token embedding matrix.
         bias: biases in the linear layers and layer norms.
+        num_classes: K > 0 adds K class tokens (`start_tokens`) that start the sequences of a conditional model.
 
-    Input ``(B, T)`` int64 in ``[0, vocab_size]``, ``T <= context``; output ``(B, T, vocab_size)`` float logits.
+    Input ``(B, T)`` int64 in ``[0, vocab_size + num_classes]``, ``T <= context``; output ``(B, T, vocab_size)``
+    float logits.
 
     >>> net = Transformer(vocab_size=10, context=16, width=32, depth=2, heads=2)
     >>> net(torch.zeros(3, 5, dtype=torch.long)).shape
@@ -217,8 +225,11 @@ class Transformer(nn.Module):
         positions: str = "rope",
         tie_weights: bool = True,
         bias: bool = False,
+        num_classes: int = 0,
     ):
         super().__init__()
+        if num_classes < 0:
+            raise ConfigError(f"num_classes must be >= 0, got {num_classes}", keys=("num_classes",))
         require_positive(vocab_size=vocab_size, context=context, width=width, depth=depth, heads=heads)
         if width % heads != 0 or (width // heads) % 2 != 0:
             raise ConfigError(
@@ -233,8 +244,9 @@ class Transformer(nn.Module):
                 raise ConfigError(f"{name} must be in [0, 1), got {p}", keys=(name,))
         self.vocab_size, self.context, self.width, self.depth, self.heads = vocab_size, context, width, depth, heads
         self.bos = vocab_size
+        self.num_classes = num_classes
         self.positions = positions
-        self.tok_emb = nn.Embedding(vocab_size + 1, width)
+        self.tok_emb = nn.Embedding(vocab_size + 1 + num_classes, width)  # real tokens, bos, class tokens
         self.pos_emb = nn.Embedding(context, width) if positions == "learned" else None
         if positions == "rope":
             cos, sin = rope_tables(context, width // heads)
@@ -263,6 +275,20 @@ class Transformer(nn.Module):
         ids = {id(p) for p in decay}
         rest = [p for p in self.parameters() if id(p) not in ids]
         return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+
+    def start_tokens(self, n: int, labels: torch.Tensor | None = None, device=None) -> torch.Tensor:
+        """``(n, 1)`` int64: the token each sequence starts with: ``bos``, or the class token of ``labels`` ``(n,)``."""
+        device = device or self.tok_emb.weight.device
+        if labels is None:
+            if self.num_classes:
+                raise ValueError("this transformer was built with num_classes > 0 and needs labels")
+            return torch.full((n, 1), self.bos, dtype=torch.long, device=device)
+        if not self.num_classes:
+            raise ValueError("labels given to a transformer built without classes (num_classes=0)")
+        labels = labels.to(device=device, dtype=torch.long).view(n, 1)
+        if bool(((labels < 0) | (labels >= self.num_classes)).any()):
+            raise ValueError(f"labels must be in 0..{self.num_classes - 1}")
+        return self.bos + 1 + labels
 
     def new_cache(self, batch: int, device=None, dtype=None) -> KVCache:
         device = device or self.tok_emb.weight.device
@@ -300,9 +326,11 @@ class Transformer(nn.Module):
         top_p: float | None = None,
         use_cache: bool = True,
         keep: int | None = None,
+        labels: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``n`` sequences of ``length`` tokens ``(n, length)`` int64, each starting with ``prompt`` ``(n, P)``
-        (given tokens, returned as they are) or from nothing.
+        (given tokens, returned as they are) or from nothing; of class ``labels`` ``(n,)`` for a conditional model
+        (each window then starts with the class token).
 
         Beyond the context, windows restart from the last ``keep`` tokens (default: half the context) after
         ``bos`` (`window_start`). ``use_cache=False`` recomputes every window from scratch: the reference the
@@ -316,7 +344,7 @@ class Transformer(nn.Module):
         p = 0 if prompt is None else prompt.shape[1]
         if p:
             out[:, :p] = prompt.to(device)
-        bos = torch.full((n, 1), self.bos, dtype=torch.long, device=device)
+        bos = self.start_tokens(n, labels, device)  # (n, 1): bos, or the class tokens
         cache = self.new_cache(n) if use_cache else None
         current = -1  # window start the cache holds
         kw = {"temperature": temperature, "top_k": top_k, "top_p": top_p}
