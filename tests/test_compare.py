@@ -58,10 +58,10 @@ def test_report_has_every_section(runs_folder, tmp_path):
         "Reproduce",
     ):
         assert section in md, section
-    for figure in ("samples.png", "fid_vs_time.png", "throughput.png"):
+    for figure in ("samples.png", "fid_vs_time.png", "throughput.png", "pareto.png"):
         assert (tmp_path / "report" / figure).stat().st_size > 1000
     page = paths["report.html"].read_text()
-    assert page.count("data:image/png;base64,") == 3 and "<table>" in page  # self-contained: opens offline
+    assert page.count("data:image/png;base64,") == 4 and "<table>" in page  # self-contained: opens offline
 
 
 def test_csv_has_one_row_per_family_and_blanks_for_missing_metrics(runs_folder, tmp_path):
@@ -100,6 +100,7 @@ def test_the_runs_compare_launches_compose_with_a_time_based_validation(monkeypa
     from omegaconf import OmegaConf
 
     from gensuite import compare
+    from gensuite.compare import launch
 
     seen = {}
 
@@ -108,7 +109,7 @@ def test_the_runs_compare_launches_compose_with_a_time_based_validation(monkeypa
         seen["args"] = cmd[3:]
         return subprocess.CompletedProcess(cmd, 0)
 
-    monkeypatch.setattr(compare.subprocess, "run", fake_run)
+    monkeypatch.setattr(launch.subprocess, "run", fake_run)
     monkeypatch.delenv("GENSUITE_CACHE_DIR", raising=False)
     cfg = OmegaConf.create(
         {"families": ["vae", "diffusion"], "seeds": 1, "data": "mnist5k", "max_time": "00:00:06:00",

@@ -153,6 +153,15 @@ def config_differences(theirs: dict, ours: dict, prefix: str = "model") -> list[
     return out
 
 
+# The run-level keys of metrics.json that train.py writes (compare.py reads them through these names).
+TRAIN_SECONDS_KEY = "time/train_s"
+STEPS_KEY = "train/global_step"
+STEPS_PER_S_KEY = "time/train_steps_per_s"
+PARAMETERS_KEY = "model/parameters"
+FAMILY_KEY, DATA_KEY, PARTS_KEY, SEED_KEY = "run/family", "run/data", "run/parts", "run/seed"
+LIKELIHOOD_KIND_KEY = "run/likelihood"  # exact | upper bound | estimate, where the family has a likelihood
+
+
 def collect_metrics(trainer: L.Trainer, model: L.LightningModule) -> dict[str, Any]:
     """The flat metric dict of a finished run (what goes into metrics.json and the hparams tab)."""
     metrics: dict[str, Any] = {}
@@ -163,7 +172,7 @@ def collect_metrics(trainer: L.Trainer, model: L.LightningModule) -> dict[str, A
                 metrics[k] = value
     for cb in trainer.callbacks:
         if isinstance(cb, TrainingClock):
-            metrics["time/train_s"] = cb.time_elapsed()  # training batches only (gensuite.callbacks.clock)
+            metrics[TRAIN_SECONDS_KEY] = cb.time_elapsed()  # training batches only (gensuite.callbacks.clock)
         if isinstance(cb, Evaluation):
             metrics["time/fit_eval_s"] = cb.fit_eval_s  # evaluations during fit, kept off time/train_s
             metrics.update(cb.evaluator.last_info)
@@ -174,11 +183,11 @@ def collect_metrics(trainer: L.Trainer, model: L.LightningModule) -> dict[str, A
         metrics.update(info())
     if hasattr(model, "sampling_info"):  # the sampling knobs' values (sampling.temperature=0.8 of eval.py, ...)
         metrics.update(model.sampling_info())
-    metrics["model/parameters"] = sum(p.numel() for p in model.parameters())
-    metrics["train/global_step"] = trainer.global_step
+    metrics[PARAMETERS_KEY] = sum(p.numel() for p in model.parameters())
+    metrics[STEPS_KEY] = trainer.global_step
     metrics["train/epochs"] = trainer.current_epoch
-    if metrics.get("time/train_s"):  # optimisation steps per second of training (what an equal budget bought)
-        metrics["time/train_steps_per_s"] = trainer.global_step / metrics["time/train_s"]
+    if metrics.get(TRAIN_SECONDS_KEY):  # optimisation steps per second of training (what an equal budget bought)
+        metrics[STEPS_PER_S_KEY] = trainer.global_step / metrics[TRAIN_SECONDS_KEY]
     return metrics
 
 
@@ -208,11 +217,13 @@ def describe_run(cfg: DictConfig, model: L.LightningModule, datamodule) -> dict[
         if isinstance(v, DictConfig) and "_target_" in v and not v.get("_partial_", False):
             built = getattr(model, k, None)  # the class actually built (a factory's _target_ is a function)
             parts[k] = type(built).__name__ if built is not None else str(v._target_).rsplit(".", 1)[-1]
+    has_likelihood = getattr(model, "has_likelihood", lambda: False)()
     return {
-        "run/family": model.family,
-        "run/data": datamodule.name,
-        "run/parts": ", ".join(f"{k}={v}" for k, v in sorted(parts.items())),
-        "run/seed": cfg.get("seed"),
+        FAMILY_KEY: model.family,
+        DATA_KEY: datamodule.name,
+        PARTS_KEY: ", ".join(f"{k}={v}" for k, v in sorted(parts.items())),
+        SEED_KEY: cfg.get("seed"),
+        **({LIKELIHOOD_KIND_KEY: getattr(model, "likelihood_kind", "upper bound")} if has_likelihood else {}),
     }
 
 

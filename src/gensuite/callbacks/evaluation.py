@@ -27,6 +27,8 @@ from gensuite.callbacks.clock import TrainingClock
 from gensuite.loggers import tensorboard_writer
 from gensuite.metrics.evaluator import Evaluator
 
+ELAPSED_KEY = "time/train_elapsed_s"  # training seconds at each evaluation during fit (FID against time)
+
 
 def grid_of(panel: torch.Tensor) -> torch.Tensor:
     """``(N, C, H, W)`` -> a square-ish grid; ``(rows, cols, C, H, W)`` -> exactly that layout."""
@@ -142,7 +144,7 @@ class Evaluation(L.Callback):
             self.fit_eval_s += float(trainer.strategy.broadcast(time.perf_counter() - t0, src=0))
             metrics = {
                 **metrics,
-                "time/train_elapsed_s": self.train_elapsed_s(trainer),
+                ELAPSED_KEY: self.train_elapsed_s(trainer),
                 "time/fit_eval_s": self.fit_eval_s,
             }
         # identical on every rank (features were gathered): the mean over ranks changes nothing and, unlike

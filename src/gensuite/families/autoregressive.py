@@ -35,7 +35,7 @@ from torchmetrics.text import Perplexity
 
 from gensuite.errors import ConfigError
 from gensuite.families import conditioning
-from gensuite.families.base import GenerativeModule, Panel
+from gensuite.families.base import LIKELIHOOD_KEY, GenerativeModule, Panel
 
 
 class Autoregressive(GenerativeModule):
@@ -56,6 +56,7 @@ class Autoregressive(GenerativeModule):
     """
 
     family = "transformer"
+    likelihood_kind = "exact"  # the chain rule over tokens, no bound
     sampling_knobs = {
         "temperature": "softmax temperature of the next-token distribution (< 1: safer, > 1: more varied; 0: greedy)",
         "top_k": "draw only from the k most likely tokens (null: all)",
@@ -180,7 +181,7 @@ class Autoregressive(GenerativeModule):
         if self.has_likelihood():
             per_example = nats.sum(1) + self.tokenizer.dequantisation_nats(tokens)
             values["val/nll_nats"] = per_example.mean()
-            values["val/nll_bpd"] = per_example.mean() / (self.data_dims(batch) * math.log(2))
+            values[LIKELIHOOD_KEY] = per_example.mean() / (self.data_dims(batch) * math.log(2))
         self.log_dict(values, on_epoch=True, sync_dist=True, batch_size=bsz)
         self.val_perplexity.update(logits.float(), tokens)
         self.log("val/perplexity", self.val_perplexity, on_epoch=True, batch_size=bsz)

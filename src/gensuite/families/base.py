@@ -36,6 +36,9 @@ class NonFiniteLossError(GensuiteError):
     """A loss became NaN or infinite: training stops, the last good checkpoint stays on disk."""
 
 
+LIKELIHOOD_KEY = "val/nll_bpd"  # bits per dimension of the data as stored, where a family has a likelihood
+
+
 class FamilyProtocolError(GensuiteError):
     """A model that does not implement the family protocol the training loop and the evaluation rely on."""
 
@@ -86,6 +89,8 @@ class GenerativeModule(L.LightningModule):
         raise NotImplementedError
 
     nll: Callable | None = None  # (batch) -> nats per example; None: the family has no likelihood
+    #: what `nll` gives: "exact", "upper bound" or "estimate" (recorded as ``run/likelihood``)
+    likelihood_kind = "upper bound"
 
     def has_likelihood(self) -> bool:
         """Whether `nll` is a likelihood (or bound) of the data as stored: 8-bit pixels, or tokens."""
@@ -182,7 +187,7 @@ class GenerativeModule(L.LightningModule):
         if self.has_likelihood():
             nats = self.nll(batch)  # (B,)
             values["val/nll_nats"] = nats.mean()
-            values["val/nll_bpd"] = nats.mean() / (self.data_dims(batch) * math.log(2))
+            values[LIKELIHOOD_KEY] = nats.mean() / (self.data_dims(batch) * math.log(2))
         if self.reconstruct is not None and x.dim() == 4:
             rec = self.reconstruct_batch(batch).clamp(0, 1)
             values["val/psnr"] = peak_signal_noise_ratio(

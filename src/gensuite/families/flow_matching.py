@@ -60,6 +60,7 @@ class FlowMatching(GenerativeModule):
     """
 
     family = "flow_matching"
+    likelihood_kind = "estimate"  # ODE solve with a Hutchinson trace: neither exact nor a bound
     sampling_knobs = conditioning.GUIDANCE_KNOB
 
     def __init__(

@@ -56,6 +56,30 @@ from gensuite.metrics.ssl import SSLFeatures
 
 SPACES = ("classifier", "ssl", "inception")  # the feature spaces, in the order a run reports them
 
+# What an evaluation reports, declared once (compare.py builds its tables from these, never from spelt-out keys).
+# Per feature space: name -> (label, higher is better); the key is `space_key(name, space)`, e.g. val/fid_ssl.
+SPACE_METRICS = {
+    "fid": ("FID", False),
+    "kid": ("KID", False),
+    "precision": ("precision", True),
+    "recall": ("recall", True),
+    "density": ("density", True),
+    "coverage": ("coverage", True),
+    "copy_rate": ("copy rate", False),
+    "is": ("IS", True),
+}
+CLASS_COVERAGE_KEY = "val/coverage_classes"  # classes the samples cover (from the classifier space)
+SAMPLING_SPEED_KEY = "time/sample_images_per_s"  # images per second while sampling the evaluation's samples
+HEADLINE_SPACE_KEY = "eval/features"  # the headline space (the first one)
+SPACES_KEY = "eval/feature_spaces"  # every space of the evaluation, comma-separated, headline first
+N_SAMPLES_KEY = "eval/n_samples"
+
+
+def space_key(metric: str, space: str, variant: str = "") -> str:
+    """The key of ``metric`` in ``space``: ``val/fid_ssl``; a variant: ``val/fid_ssl_floor``, ``..._train``."""
+    return f"val/{metric}_{space}" + (f"_{variant}" if variant else "")
+
+
 # KID and IS keep their inputs (here: features) in memory, which is what we want; silence the reminder.
 warnings.filterwarnings("ignore", message=r".*will save all extracted features in buffer.*")
 
@@ -411,20 +435,20 @@ class Evaluator:
                 self.nearest_panel = rows.view(2, k, *self._image_shape)
         ref = self.references[headline]
         info = {
-            "eval/n_samples": n,
+            N_SAMPLES_KEY: n,
             "eval/n_floor": min(n, len(ref["train"]["features"])),
             "eval/n_reference": len(ref["test"]["features"]),
             "eval/n_train_reference": len(ref["train"]["features"]) // 2,
-            "eval/features": headline,
-            "eval/feature_spaces": ",".join(self.extractors),
+            HEADLINE_SPACE_KEY: headline,
+            SPACES_KEY: ",".join(self.extractors),
         }
         if intra_n is not None:
             info["eval/n_per_class_intra"] = intra_n
         for space, ext in self.extractors.items():
             lg = logits.get(space)
-            if lg is not None and getattr(ext, "num_classes", 0) and "val/coverage_classes" not in out:
+            if lg is not None and getattr(ext, "num_classes", 0) and CLASS_COVERAGE_KEY not in out:
                 cov = class_coverage(lg.argmax(1), self.references[space]["test"]["labels"], ext.num_classes)
-                out["val/coverage_classes"] = cov["coverage_classes"]
+                out[CLASS_COVERAGE_KEY] = cov["coverage_classes"]
                 out["val/class_tv"] = cov["class_tv"]
                 info["eval/class_hist"] = cov["class_hist"]
             if math.isfinite(self.references[space].get("extractor_val_acc", float("nan"))):
@@ -432,7 +456,7 @@ class Evaluator:
             if math.isfinite(getattr(ext, "knn_acc", float("nan"))):
                 out[f"features/{space}_knn_acc"] = ext.knn_acc
         if images_per_s is not None:
-            out["time/sample_images_per_s"] = images_per_s
+            out[SAMPLING_SPEED_KEY] = images_per_s
         self.last_info = info
         return out
 
@@ -449,23 +473,23 @@ class Evaluator:
         kid = lambda real, x: kid_from_features(real, x, self.kid_subset_size, self.kid_subsets, self.seed)  # noqa: E731
         if (ext, n) not in self._floors:  # real against real: the same for every evaluation of n samples
             self._floors[ext, n] = {
-                f"val/fid_{ext}_floor": fid_from_features(test, floor),
-                f"val/kid_{ext}_floor": kid(test, floor),
-                f"val/fid_{ext}_train_floor": fid_from_features(train_a, train_b),
+                space_key("fid", ext, "floor"): fid_from_features(test, floor),
+                space_key("kid", ext, "floor"): kid(test, floor),
+                space_key("fid", ext, "train_floor"): fid_from_features(train_a, train_b),
             }
         out = {
-            f"val/fid_{ext}": fid_from_features(test, fake),
-            f"val/kid_{ext}": kid(test, fake),
-            f"val/fid_{ext}_train": fid_from_features(train_a, fake),
+            space_key("fid", ext): fid_from_features(test, fake),
+            space_key("kid", ext): kid(test, fake),
+            space_key("fid", ext, "train"): fid_from_features(train_a, fake),
             **self._floors[ext, n],
         }
         prdc = precision_recall_density_coverage(test[:n], fake, k=self.pr_k)
-        out.update({f"val/{k}_{ext}": v for k, v in prdc.items()})
-        out[f"val/copy_rate_{ext}"] = float((nearest(fake, train) < ref["threshold"]).double().mean())
+        out.update({space_key(k, ext): v for k, v in prdc.items()})
+        out[space_key("copy_rate", ext)] = float((nearest(fake, train) < ref["threshold"]).double().mean())
         if self.bootstrap:
             out.update(self._intervals(test, fake, ext))
         if logits is not None:
-            out[f"val/is_{ext}"] = inception_score_from_logits(logits, self.seed)
+            out[space_key("is", ext)] = inception_score_from_logits(logits, self.seed)
         return out
 
     def _score_intra(self, ext: str, fake: torch.Tensor, labels: torch.Tensor) -> tuple[dict[str, float], int | None]:

@@ -1,0 +1,110 @@
+"""Which numbers the comparison shows, built from the declarations of those who write them: the evaluator's
+metrics per feature space (`gensuite.metrics.evaluator.SPACE_METRICS`, `space_key`), the families' likelihood key,
+and train.py's run keys. The families come from ``conf/model`` and the order from ``conf/compare.yaml``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+from omegaconf import OmegaConf
+
+from gensuite import config_dir
+from gensuite.families.base import LIKELIHOOD_KEY
+from gensuite.metrics.evaluator import (
+    CLASS_COVERAGE_KEY,
+    HEADLINE_SPACE_KEY,
+    SAMPLING_SPEED_KEY,
+    SPACE_METRICS,
+    SPACES,
+    SPACES_KEY,
+    space_key,
+)
+from gensuite.train import PARAMETERS_KEY, STEPS_KEY, STEPS_PER_S_KEY, TRAIN_SECONDS_KEY
+
+ARROW = {True: " ↑", False: " ↓", None: ""}
+
+
+@dataclass(frozen=True)
+class Column:
+    """One number of the table: its header, its ``metrics.json`` key, how it is printed and which way is better."""
+
+    header: str
+    key: str
+    fmt: str
+    higher_is_better: bool | None = None
+
+
+def _fmt(metric: str) -> str:
+    return {"fid": ".2f", "kid": ".4f", "is": ".2f"}.get(metric, ".3f")
+
+
+def space_column(metric: str, space: str, variant: str = "") -> Column:
+    label, higher = SPACE_METRICS[metric]
+    if variant:  # a floor or the train-referenced value: a reference point, not better or worse
+        return Column(f"{label} {variant.replace('_', ' ')} ({space})", space_key(metric, space, variant), _fmt(metric))
+    return Column(f"{label} ({space}){ARROW[higher]}", space_key(metric, space), _fmt(metric), higher)
+
+
+def fid(space: str) -> Column:
+    """The quality column of ``space``: the first metric the evaluator declares (FID)."""
+    return space_column(next(iter(SPACE_METRICS)), space)
+
+
+LIKELIHOOD = Column("bits/dim ↓", LIKELIHOOD_KEY, ".3f", False)
+SAMPLING = Column("sampling img/s ↑", SAMPLING_SPEED_KEY, ".4g", True)
+# the headline metrics of the verdict table: every per-space metric that ranks a model, in the headline space
+VERDICT_METRICS = ("fid", "kid", "precision", "recall", "density", "coverage")
+
+
+def columns(space: str) -> list[Column]:
+    """Every column of the table, the per-space ones in ``space`` (named in each header)."""
+    first = next(iter(SPACE_METRICS))  # FID, whose train-referenced value and floor are also shown
+    kid = list(SPACE_METRICS)[1]
+    return [
+        Column("parameters", PARAMETERS_KEY, "int"),
+        Column("train s", TRAIN_SECONDS_KEY, ".0f"),
+        Column("steps", STEPS_KEY, "int"),
+        Column("steps/s", STEPS_PER_S_KEY, ".2f"),
+        *(space_column(m, space) for m in SPACE_METRICS),
+        space_column(first, space, "train"),
+        space_column(kid, space, "floor"),
+        Column("classes covered ↑", CLASS_COVERAGE_KEY, ".1f", True),
+        LIKELIHOOD,
+        SAMPLING,
+    ]
+
+
+def verdict_columns(space: str) -> list[Column]:
+    return [space_column(m, space) for m in VERDICT_METRICS if m in SPACE_METRICS] + [LIKELIHOOD, SAMPLING]
+
+
+def spaces_of(metrics: list[dict]) -> list[str]:
+    """The feature spaces of the runs, the headline one first (the first run's headline where runs differ)."""
+    found: list[str] = []
+    for m in metrics:
+        for s in [m.get(HEADLINE_SPACE_KEY), *str(m.get(SPACES_KEY) or "").split(",")]:
+            if s and s not in found:
+                found.append(str(s))
+    if not found:
+        # older runs name no space: the spaces whose FID they hold
+        found = [s for s in SPACES if any(fid(s).key in m for m in metrics)]
+    return found or [SPACES[0]]
+
+
+@cache
+def known_families() -> tuple[str, ...]:
+    """Every family the suite can train (``conf/model/<family>.yaml``), in the comparison's order
+    (``conf/compare.yaml``'s families first)."""
+    on_disk = sorted(p.stem for p in (config_dir() / "model").glob("*.yaml"))
+    first = [str(f) for f in OmegaConf.load(config_dir() / "compare.yaml").families]
+    return tuple(first + [f for f in on_disk if f not in first])
+
+
+def family_color(family: str) -> str:
+    """One matplotlib colour per family, the same in every figure of every report."""
+    order = known_families()
+    if family in order[:10]:
+        return f"C{order.index(family)}"
+    return f"C{sum(map(ord, family)) % 10}"

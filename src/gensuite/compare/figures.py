@@ -1,0 +1,124 @@
+"""The report's figures (matplotlib, Agg backend: no display needed). Each returns the PNG's path, or None when
+the runs hold nothing to draw."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gensuite.compare.columns import SAMPLING, family_color, fid
+from gensuite.compare.runs import Run
+from gensuite.compare.summary import Summary
+from gensuite.train import TRAIN_SECONDS_KEY
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    _pyplot().close(fig)
+    return path
+
+
+def plot_samples(runs: list[Run], out: Path) -> Path | None:
+    """The first run's sample grid of each family, side by side."""
+    from PIL import Image
+
+    first: dict[str, Run] = {}
+    for r in runs:
+        if r.samples and r.family not in first:
+            first[r.family] = r
+    if not first:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(first), figsize=(3.2 * len(first), 3.6), squeeze=False)
+    for ax, (family, r) in zip(axes[0], first.items(), strict=True):
+        ax.imshow(Image.open(r.samples), cmap="gray")
+        ax.set_title(family)
+        ax.axis("off")
+    return _save(fig, out / "samples.png")
+
+
+def plot_fid_vs_time(s: Summary, out: Path) -> Path | None:
+    """FID during training against training seconds (dots) and each run's final FID (stars)."""
+    key = fid(s.headline).key
+    curves = [r for r in s.runs if r.curve]
+    finals = [r for r in s.runs if isinstance(r.metrics.get(key), (int, float))]
+    if not curves and not finals:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    labelled: set[str] = set()
+    for r in curves:
+        t, f = zip(*r.curve, strict=True)
+        ax.plot(t, f, marker="o", ms=3, color=family_color(r.family), label=None if r.family in labelled else r.family)
+        labelled.add(r.family)
+    for r in finals:
+        x, y = r.metrics.get(TRAIN_SECONDS_KEY, 0), r.metrics[key]
+        label = None if r.family in labelled else r.family
+        ax.scatter([x], [y], marker="*", s=120, color=family_color(r.family), label=label)
+        labelled.add(r.family)
+    ax.set_xlabel("training time (s)")
+    ax.set_ylabel(f"FID ({s.headline}), log scale")
+    ax.set_yscale("log")
+    ax.set_title("FID during training (dots) and final, full-sample FID (stars)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _save(fig, out / "fid_vs_time.png")
+
+
+def plot_throughput(s: Summary, out: Path) -> Path | None:
+    """Sampling images per second of each family, with its 95 % interval over seeds."""
+    data = [(f, e) for f in s.families if (e := s.estimate(f, SAMPLING.key)) is not None]
+    if not data:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    names = [f for f, _ in data]
+    means = [e.mean for _, e in data]
+    ax.bar(names, means, yerr=[e.half or 0 for _, e in data], color=[family_color(n) for n in names])
+    ax.set_yscale("log")
+    ax.set_ylabel("images / s (log scale)")
+    ax.set_title("sampling throughput")
+    for i, m in enumerate(means):
+        ax.text(i, m, f"{m:.3g}", ha="center", va="bottom")
+    return _save(fig, out / "throughput.png")
+
+
+def plot_pareto(s: Summary, out: Path) -> Path | None:
+    """Headline FID against sampling seconds per image (log), 95 % intervals as error bars, the Pareto front (no
+    family both faster and better) joined by a line."""
+    points, front = s.pareto()
+    if not points:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for family, (t, q) in points.items():
+        ax.errorbar(
+            [t.mean],
+            [q.mean],
+            xerr=[[t.half or 0], [t.half or 0]],
+            yerr=[[q.half or 0], [q.half or 0]],
+            fmt="o",
+            ms=9 if family in front else 6,
+            mfc=family_color(family) if family in front else "white",
+            color=family_color(family),
+            capsize=3,
+            label=family + (" (Pareto front)" if family in front else ""),
+        )
+    if len(front) > 1:
+        ax.plot([points[f][0].mean for f in front], [points[f][1].mean for f in front], "k--", lw=1, alpha=0.6)
+    ax.set_xscale("log")
+    ax.set_xlabel("sampling time per image (s, log scale)")
+    ax.set_ylabel(f"FID ({s.headline}) ↓")
+    ax.set_title("quality against sampling speed (filled: Pareto front)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    return _save(fig, out / "pareto.png")

@@ -1,0 +1,255 @@
+"""Rendering: the report as a list of blocks (headings, paragraphs, tables, figures), written once as markdown
+(``report.md``, figures beside it) and once as a static HTML page (``report.html``, figures embedded: it opens
+offline), and the table as ``results.csv``."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from gensuite.compare import figures
+from gensuite.compare.claims import check_claims
+from gensuite.compare.columns import Column
+from gensuite.compare.runs import Run
+from gensuite.compare.summary import Summary
+from gensuite.metrics.evaluator import N_SAMPLES_KEY, space_key
+from gensuite.train import DATA_KEY, PARTS_KEY
+
+
+@dataclass
+class Block:
+    kind: str  # h2 | p | list | table | img
+    text: str = ""
+    items: list[str] | None = None
+    header: list[str] | None = None
+    rows: list[list[str]] | None = None
+    path: Path | None = None
+
+
+def cell(e, fmt: str) -> str:
+    """``mean ± half-width`` of the 95 % interval; ``± n/a`` with one seed; blank where no run has the number."""
+    if e is None:
+        return ""
+    spec = ".0f" if fmt == "int" else fmt
+    return f"{e.mean:{spec}} ± " + ("n/a" if e.half is None else f"{e.half:{spec}}")
+
+
+def default_claims() -> dict:
+    from omegaconf import OmegaConf
+
+    from gensuite import config_dir
+
+    return OmegaConf.to_container(OmegaConf.load(config_dir() / "compare.yaml").claims)
+
+
+def blocks(s: Summary, claims: dict, figs: dict[str, Path | None], command: str | None) -> list[Block]:
+    cols = s.columns()
+    out: list[Block] = []
+
+    # -- the claims first: what the runs say about what everyone says ------------------------------------------
+    rows = []
+    for claim in check_claims(s, claims):
+        for i, f in enumerate(claim.findings):
+            rows.append([claim.family if i == 0 else "", claim.says if i == 0 else "", f.check, f.answer, f.evidence])
+    out += [
+        Block("h2", "Common wisdom, measured"),
+        Block(
+            "p",
+            f"Quality is FID in the `{s.headline}` feature space, speed the sampling time per image; ± is the 95 % "
+            "Student-t interval over seeds, differences carry Welch's 95 % interval.",
+        ),
+        Block("table", header=["family", "says", "check", "measured", "evidence"], rows=rows),
+    ]
+
+    # -- the table ----------------------------------------------------------------------------------------------
+    header = ["family", "runs"] + [c.header for c in cols]
+    rows = [[f, str(len(g))] + [cell(s.estimate(f, c.key), c.fmt) for c in cols] for f, g in s.groups.items()]
+    n = s.first(N_SAMPLES_KEY)
+    floor = s.first(space_key("fid", s.headline, "floor"))
+    data = sorted({str(r.metrics.get(DATA_KEY, "?")) for r in s.runs})
+    parts = "; ".join(f"{f}: {p}" for f, g in s.groups.items() if (p := g[0].metrics.get(PARTS_KEY)))
+    notes = [
+        f"Data: {', '.join(data)}. Headline feature space: `{s.headline}`"
+        + (f"; FID floor (real vs real, same N): {floor:.3f}" if floor is not None else "")
+        + (f"; {n} samples per model, fixed seed." if n else "."),
+        "Mean ± half-width of the 95 % Student-t interval over seeds (± n/a: one seed); a blank cell means the "
+        "family has no such number (e.g. bits/dim for a GAN).",
+        *([f"Parts: {parts}"] if parts else []),
+    ]
+    if command:
+        notes.append(f"Reproduce: `{command}`")
+    out += [Block("h2", "Results"), Block("table", header=header, rows=rows), Block("list", items=notes)]
+
+    # -- quality against speed ---------------------------------------------------------------------------------
+    _, front = s.pareto()
+    if figs.get("pareto"):
+        out += [
+            Block("h2", "Quality against sampling speed"),
+            Block("p", "Pareto front (no family both faster and better): " + ", ".join(front) + "."),
+            Block("img", "Quality against sampling speed", path=figs["pareto"]),
+        ]
+
+    # -- agreement of the feature spaces -----------------------------------------------------------------------
+    ranks = s.rankings()
+    if ranks:
+        depth = max(len(r) for r in ranks.values())
+        table = [[str(i + 1)] + [(r[i] if i < len(r) else "") for r in ranks.values()] for i in range(depth)]
+        taus, same = s.agreement()
+        lines = [f"Kendall's tau, {a} vs {b}: " + ("n/a" if t is None else f"{t:+.2f}") for (a, b), t in taus.items()]
+        verdict = {True: "yes", False: "no", None: "n/a (one feature space)" if len(ranks) < 2 else "n/a"}[same]
+        out += [
+            Block("h2", "Rankings per feature space"),
+            Block("table", header=["rank"] + [f"FID ({space})" for space in ranks], rows=table),
+            Block("list", items=[*lines, f"Same order in every feature space: {verdict}"]),
+        ]
+
+    # -- pairwise verdicts -------------------------------------------------------------------------------------
+    verdicts = s.verdicts()
+    if verdicts:
+        rows = []
+        for v in verdicts:
+            d = v.difference
+            interval = "n/a" if d.interval is None else f"[{d.interval[0]:.3g}, {d.interval[1]:.3g}]"
+            better = f" ({v.better} better)" if v.better else ""
+            rows.append([v.column.header, f"{v.a} − {v.b}", f"{d.diff:.3g}", interval, d.verdict + better])
+        out += [
+            Block("h2", "Verdicts: every pair of families"),
+            Block(
+                "p",
+                "Each row is the difference of the means (first family minus second) with Welch's 95 % interval; "
+                "significant where the interval excludes zero. One seed gives no interval: run seeds=3 or more.",
+            ),
+            Block("table", header=["metric", "families", "difference", "95 % interval", "verdict"], rows=rows),
+        ]
+
+    labels = {
+        "samples": "Samples (one grid per family)",
+        "fid_vs_time": "FID against training time",
+        "throughput": "Sampling throughput",
+    }
+    for key, label in labels.items():
+        if figs.get(key):
+            out += [Block("h2", label), Block("img", label, path=figs[key])]
+
+    # -- trade-off curves --------------------------------------------------------------------------------------
+    sweeps = [(f, sw) for f, g in s.groups.items() for sw in g[0].sweeps()]
+    if sweeps:
+        out.append(Block("h2", "Trade-off curves"))
+        for family, sw in sweeps:
+            names = [k for k in sw.rows[0]] if sw.rows else []
+            out += [
+                Block("p", f"{family}: {sw.knob} (from {sw.folder})"),
+                Block("table", header=names, rows=[[r.get(k, "") for k in names] for r in sw.rows]),
+            ]
+            if sw.plot:
+                out.append(Block("img", f"{family}: {sw.knob}", path=sw.plot))
+    return out
+
+
+def to_markdown(title: str, subtitle: str, body: list[Block], out: Path) -> str:
+    md = [f"# {title}", "", f"_{subtitle}_", ""]
+    for b in body:
+        if b.kind == "h2":
+            md += [f"## {b.text}", ""]
+        elif b.kind == "p":
+            md += [b.text, ""]
+        elif b.kind == "list":
+            md += [f"- {x}" for x in b.items or []] + [""]
+        elif b.kind == "table":
+            md += ["| " + " | ".join(b.header or []) + " |", "|" + "---|" * len(b.header or [])]
+            md += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in b.rows or []] + [""]
+        elif b.kind == "img" and b.path is not None:
+            md += [f"![{b.text}]({_relative(b.path, out)})", ""]
+    return "\n".join(md)
+
+
+def _relative(path: Path, out: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(out.resolve()))
+    except ValueError:
+        return str(path.resolve())
+
+
+def to_html(title: str, subtitle: str, body: list[Block]) -> str:
+    esc = html.escape
+    parts = [f"<h1>{esc(title)}</h1><p><em>{esc(subtitle)}</em></p>"]
+    for b in body:
+        if b.kind == "h2":
+            parts.append(f"<h2>{esc(b.text)}</h2>")
+        elif b.kind == "p":
+            parts.append(f"<p>{esc(b.text)}</p>")
+        elif b.kind == "list":
+            parts.append("<ul>" + "".join(f"<li>{esc(x)}</li>" for x in b.items or []) + "</ul>")
+        elif b.kind == "table":
+            th = "".join(f"<th>{esc(h)}</th>" for h in b.header or [])
+            trs = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in b.rows or [])
+            parts.append(f"<table><tr>{th}</tr>{trs}</table>")
+        elif b.kind == "img" and b.path is not None:
+            data = base64.b64encode(b.path.read_bytes()).decode()
+            parts.append(f"<img alt='{esc(b.text)}' src='data:image/png;base64,{data}'>")
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>{esc(title)}</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}}
+table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}
+td:first-child,th:first-child{{text-align:left}}img{{max-width:100%}}</style></head>
+<body>{"".join(parts)}</body></html>
+"""
+
+
+def write_csv(s: Summary, cols: list[Column], path: Path) -> Path:
+    """One row per family: the mean, the standard deviation and the 95 % half-width of every column."""
+
+    def num(x: float | None) -> str:
+        return "" if x is None else f"{x:.6g}"
+
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        heads = [c.header for c in cols]
+        writer.writerow(
+            ["family", "runs", "parts", *heads, *(f"{h} std" for h in heads), *(f"{h} ci95" for h in heads)]
+        )
+        for family, group in s.groups.items():
+            ests = [s.estimate(family, c.key) for c in cols]
+            writer.writerow(
+                [family, len(group), group[0].metrics.get(PARTS_KEY, "")]
+                + [num(e and e.mean) for e in ests]
+                + [num(e and e.std) for e in ests]
+                + [num(e and e.half) for e in ests]
+            )
+    return path
+
+
+def build_report(
+    runs: list[Run],
+    out: Path,
+    title: str = "gensuite: the families side by side",
+    command: str | None = None,
+    claims: dict | None = None,
+) -> dict[str, Path]:
+    """Write results.csv, the figures, report.md and report.html into ``out``; returns their paths.
+
+    ``claims``: family -> {says, checks} (default: ``conf/compare.yaml``'s)."""
+    out.mkdir(parents=True, exist_ok=True)
+    s = Summary(runs)
+    csv_path = write_csv(s, s.columns(), out / "results.csv")
+    figs = {
+        "samples": figures.plot_samples(runs, out),
+        "fid_vs_time": figures.plot_fid_vs_time(s, out),
+        "throughput": figures.plot_throughput(s, out),
+        "pareto": figures.plot_pareto(s, out),
+    }
+    body = blocks(s, default_claims() if claims is None else claims, figs, command)
+    subtitle = f"{datetime.now():%Y-%m-%d %H:%M}, {len(runs)} runs of {len(s.groups)} families"
+    md_path, html_path = out / "report.md", out / "report.html"
+    md_path.write_text(to_markdown(title, subtitle, body, out))
+    html_path.write_text(to_html(title, subtitle, body))
+    return {
+        "report.md": md_path,
+        "report.html": html_path,
+        "results.csv": csv_path,
+        **{k: v for k, v in figs.items() if v is not None},
+    }

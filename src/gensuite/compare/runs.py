@@ -1,0 +1,110 @@
+"""Reading finished runs: each run folder's ``metrics.json``, its composed config, its FID-against-time curve (from
+the TensorBoard events) and any trade-off curve ``eval.py sweep=...`` wrote beside it (``sweep-<knob>/sweep.csv``)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from gensuite.compare.columns import fid, spaces_of
+from gensuite.errors import DataError
+from gensuite.train import FAMILY_KEY
+
+
+@dataclass
+class Run:
+    """One finished run folder: its metrics, config and pictures."""
+
+    path: Path
+    metrics: dict[str, Any]
+    config: dict[str, Any] = field(default_factory=dict)
+    curve: list[tuple[float, float]] = field(default_factory=list)  # (training seconds, FID) during training
+
+    @property
+    def family(self) -> str:
+        return str(self.metrics.get(FAMILY_KEY) or self.config.get("model", {}).get("_target_", "?"))
+
+    @property
+    def samples(self) -> Path | None:
+        p = self.path / "samples.png"
+        return p if p.is_file() else None
+
+    @property
+    def checkpoint(self) -> Path | None:
+        p = self.path / "checkpoints" / "last.ckpt"
+        return p if p.is_file() else None
+
+    def sweeps(self) -> list[Sweep]:
+        """The trade-off curves eval.py wrote for this run (``sweep-<knob>/``)."""
+        return [read_sweep(d) for d in sorted(self.path.glob("sweep-*")) if (d / "sweep.csv").is_file()]
+
+
+@dataclass
+class Sweep:
+    """One trade-off curve: the knob, the rows of ``sweep.csv`` and its plot."""
+
+    folder: Path
+    knob: str
+    rows: list[dict[str, str]]
+
+    @property
+    def plot(self) -> Path | None:
+        p = self.folder / "sweep.png"
+        return p if p.is_file() else None
+
+
+def read_sweep(folder: Path) -> Sweep:
+    with (folder / "sweep.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    return Sweep(folder, folder.name.removeprefix("sweep-"), rows)
+
+
+def read_runs(folder: Path) -> list[Run]:
+    """Every run under ``folder`` (any depth) that finished: it has a ``metrics.json``."""
+    runs = []
+    for metrics_file in sorted(folder.rglob("metrics.json")):
+        path = metrics_file.parent
+        cfg_file = path / ".hydra" / "config.yaml"
+        config = OmegaConf.to_container(OmegaConf.load(cfg_file), resolve=False) if cfg_file.is_file() else {}
+        metrics = json.loads(metrics_file.read_text())
+        runs.append(Run(path, metrics, config, fid_curve(path, spaces_of([metrics])[0])))
+    if not runs:
+        raise DataError(
+            f"runs={folder}: no finished run (no metrics.json) under it",
+            fix="point runs= at a comparison's runs folder (logs/compare/<time>/runs) or leave it out to train",
+        )
+    return runs
+
+
+def fid_curve(path: Path, space: str) -> list[tuple[float, float]]:
+    """FID in ``space`` during training against training seconds, from the run's TensorBoard events."""
+    events = path / "tensorboard"
+    if not events.is_dir():
+        return []
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(events), size_guidance={"scalars": 0})
+    acc.Reload()
+    tags = set(acc.Tags().get("scalars", []))
+    from gensuite.callbacks.evaluation import ELAPSED_KEY as clock
+
+    if fid(space).key not in tags or clock not in tags:
+        return []
+    elapsed = {e.step: e.value for e in acc.Scalars(clock)}
+    return [(elapsed[e.step], e.value) for e in acc.Scalars(fid(space).key) if e.step in elapsed]
+
+
+def by_family(runs: list[Run]) -> dict[str, list[Run]]:
+    """The runs of each family, families in the comparison's order."""
+    from gensuite.compare.columns import known_families
+
+    order = known_families()
+    groups: dict[str, list[Run]] = {}
+    for r in sorted(runs, key=lambda r: (order.index(r.family) if r.family in order else len(order), r.family)):
+        groups.setdefault(r.family, []).append(r)
+    return groups

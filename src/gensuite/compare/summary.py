@@ -1,0 +1,113 @@
+"""The runs summed up per family: the per-seed values of every number, their means and intervals, the ranking in
+each feature space and whether the spaces agree, the pairwise verdicts, and quality against sampling time."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from itertools import combinations
+from typing import Any
+
+from gensuite.compare import stats
+from gensuite.compare.columns import SAMPLING, Column, columns, fid, spaces_of, verdict_columns
+from gensuite.compare.runs import Run, by_family
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(float(value)) else None
+
+
+@dataclass
+class Verdict:
+    """One pair of families on one metric: ``a - b`` with Welch's interval."""
+
+    column: Column
+    a: str
+    b: str
+    difference: stats.Difference
+
+    @property
+    def better(self) -> str | None:
+        """The family the difference favours where it is significant."""
+        if not self.difference.significant or self.column.higher_is_better is None:
+            return None
+        a_higher = self.difference.diff > 0
+        return self.a if a_higher == self.column.higher_is_better else self.b
+
+
+@dataclass
+class Summary:
+    runs: list[Run]
+    groups: dict[str, list[Run]] = field(init=False)
+    spaces: list[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.groups = by_family(self.runs)
+        self.spaces = spaces_of([r.metrics for r in self.runs])
+
+    @property
+    def headline(self) -> str:
+        return self.spaces[0]
+
+    @property
+    def families(self) -> list[str]:
+        return list(self.groups)
+
+    def columns(self) -> list[Column]:
+        return columns(self.headline)
+
+    def values(self, family: str, key: str) -> list[float]:
+        """The per-seed values of ``key`` of ``family`` (runs without it left out)."""
+        found = (_number(r.metrics.get(key)) for r in self.groups.get(family, []))
+        return [v for v in found if v is not None]
+
+    def estimate(self, family: str, key: str) -> stats.Estimate | None:
+        return stats.estimate(self.values(family, key))
+
+    def first(self, key: str) -> Any:
+        """The first run's value of a key every run shares (the data, the number of samples, a floor)."""
+        return next((r.metrics[key] for r in self.runs if r.metrics.get(key) is not None), None)
+
+    # -- quality against speed -----------------------------------------------------------------------------
+    def seconds_per_image(self, family: str) -> stats.Estimate | None:
+        """Sampling seconds per image over seeds (the inverse of each run's images/s)."""
+        return stats.estimate([1 / v for v in self.values(family, SAMPLING.key) if v > 0])
+
+    def pareto(self) -> tuple[dict[str, tuple[stats.Estimate, stats.Estimate]], list[str]]:
+        """Per family (seconds per image, headline FID) and the families on the Pareto front."""
+        points = {}
+        for f in self.families:
+            t, q = self.seconds_per_image(f), self.estimate(f, fid(self.headline).key)
+            if t is not None and q is not None:
+                points[f] = (t, q)
+        return points, stats.pareto_front({f: (t.mean, q.mean) for f, (t, q) in points.items()})
+
+    # -- rankings across feature spaces --------------------------------------------------------------------
+    def rankings(self) -> dict[str, list[str]]:
+        """Families best first by mean FID, per feature space (spaces where at least one family has a FID)."""
+        out = {}
+        for space in self.spaces:
+            means = {f: e.mean for f in self.families if (e := self.estimate(f, fid(space).key)) is not None}
+            if means:
+                out[space] = stats.ranking(means)
+        return out
+
+    def agreement(self) -> tuple[dict[tuple[str, str], float | None], bool | None]:
+        """Kendall's tau for every pair of spaces, and whether all spaces give the same order (None: fewer than
+        two spaces, or no two families in common)."""
+        ranks = self.rankings()
+        taus = {(a, b): stats.kendall_tau(ranks[a], ranks[b]) for a, b in combinations(ranks, 2)}
+        measured = [t for t in taus.values() if t is not None]
+        return taus, (all(t == 1 for t in measured) if measured else None)
+
+    # -- pairwise verdicts -----------------------------------------------------------------------------------
+    def verdicts(self) -> list[Verdict]:
+        out = []
+        for column in verdict_columns(self.headline):
+            for a, b in combinations(self.families, 2):
+                va, vb = self.values(a, column.key), self.values(b, column.key)
+                if va and vb:
+                    out.append(Verdict(column, a, b, stats.welch(va, vb)))
+        return out

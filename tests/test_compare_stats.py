@@ -1,0 +1,205 @@
+"""The comparison's statistics and report on synthetic run records (no training): intervals over seeds, Welch's
+verdicts, Kendall's tau between feature spaces, the Pareto front, the claims, and the rendered report."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+from scipy import stats as sps
+
+from gensuite import config_dir
+from gensuite.compare import Run, build_report, launch, stats
+from gensuite.compare.claims import NOT_MEASURED, check_claims
+from gensuite.compare.columns import columns, known_families
+from gensuite.compare.summary import Summary
+from gensuite.metrics.evaluator import SPACE_METRICS, space_key
+
+CLAIMS = OmegaConf.to_container(OmegaConf.load(config_dir() / "compare.yaml").claims)
+
+
+def record(family: str, seed: int, fid: float, img_s: float, *, fid_ssl: float | None = None, **extra) -> Run:
+    """One run's metrics.json as train.py writes it, in the classifier (headline) and ssl spaces."""
+    metrics = {
+        "run/family": family,
+        "run/data": "mnist5k",
+        "run/seed": seed,
+        "eval/features": "classifier",
+        "eval/feature_spaces": "classifier,ssl",
+        "eval/n_samples": 2000,
+        space_key("fid", "classifier"): fid,
+        space_key("fid", "ssl"): fid * 3 if fid_ssl is None else fid_ssl,
+        space_key("kid", "classifier", "floor"): 0.002,
+        space_key("precision", "classifier"): extra.pop("precision", 0.6),
+        space_key("recall", "classifier"): extra.pop("recall", 0.6),
+        "time/sample_images_per_s": img_s,
+        **extra,
+    }
+    return Run(Path(f"/nonexistent/{family}-{seed}"), metrics)
+
+
+def seeded(family, fids, img_s, **extra) -> list[Run]:
+    return [record(family, i + 1, f, img_s * (1 + 0.01 * i), **extra) for i, f in enumerate(fids)]
+
+
+# -- stats ----------------------------------------------------------------------------------------------------------
+def test_t_interval_contains_the_mean_matches_scipy_and_shrinks_with_n():
+    few = stats.estimate([10.0, 12.0, 11.0])
+    lo, hi = few.interval
+    assert lo < few.mean < hi and few.mean == pytest.approx(11.0)
+    ref = sps.t.interval(0.95, 2, loc=11.0, scale=sps.sem([10.0, 12.0, 11.0]))
+    assert (lo, hi) == pytest.approx(ref)
+    many = stats.estimate([10.0, 12.0, 11.0] * 4)
+    assert many.half < few.half
+    one = stats.estimate([3.0])
+    assert one.half is None and one.interval is None and one.mean == 3.0
+    assert stats.estimate([]) is None and stats.estimate([float("nan")]) is None
+
+
+def test_welch_verdicts():
+    apart = stats.welch([1.0, 1.1, 0.9, 1.05], [5.0, 5.2, 4.9, 5.1])
+    assert apart.significant and apart.verdict == "significant" and apart.interval[1] < 0
+    assert apart.p == pytest.approx(sps.ttest_ind([1.0, 1.1, 0.9, 1.05], [5.0, 5.2, 4.9, 5.1], equal_var=False).pvalue)
+    overlap = stats.welch([1.0, 2.0, 3.0], [1.5, 2.5, 2.0])
+    assert overlap.significant is False and overlap.interval[0] < 0 < overlap.interval[1]
+    single = stats.welch([1.0], [5.0, 5.1])
+    assert single.significant is None and single.verdict == "one seed: no interval" and single.diff == -4.05
+
+
+def test_kendall_tau():
+    assert stats.kendall_tau(["a", "b", "c"], ["a", "b", "c"]) == 1
+    assert stats.kendall_tau(["a", "b", "c"], ["c", "b", "a"]) == -1
+    order, other = ["a", "b", "c", "d"], ["b", "a", "c", "d"]
+    tau = sps.kendalltau([0, 1, 2, 3], [other.index(x) for x in order]).statistic
+    assert stats.kendall_tau(order, other) == pytest.approx(tau)
+    assert stats.kendall_tau(["a", "b"], ["a", "x"]) is None  # one name in common
+
+
+def test_pareto_front():
+    points = {"fast_bad": (0.001, 40.0), "slow_good": (1.0, 5.0), "middle": (0.01, 10.0), "dominated": (0.1, 20.0)}
+    assert stats.pareto_front(points) == ["fast_bad", "middle", "slow_good"]
+    assert stats.pareto_front({"tie": (1.0, 1.0), "worse": (1.0, 2.0)}) == ["tie"]
+
+
+# -- what the report is built from ----------------------------------------------------------------------------------
+def test_columns_follow_the_evaluators_declarations():
+    keys = {c.key for c in columns("ssl")}
+    assert {space_key(m, "ssl") for m in SPACE_METRICS} <= keys
+    assert not any(k.endswith("_classifier") for k in keys)
+    assert known_families()[:5] == tuple(OmegaConf.load(config_dir() / "compare.yaml").families)
+    assert "flow_matching" in known_families()[:5]
+    assert {p.stem for p in (config_dir() / "model").glob("*.yaml")} == set(known_families())
+
+
+def three_families(diffusion_fids=(10.0, 10.5, 9.8)) -> list[Run]:
+    return [
+        *seeded("vae", [15.0, 15.5, 14.8], 4000, recall=0.55, precision=0.55),
+        *seeded("gan", [16.0, 16.4, 15.9], 2000, recall=0.45, precision=0.66),
+        *seeded("diffusion", list(diffusion_fids), 25, recall=0.7, precision=0.64),
+    ]
+
+
+def by_check(claims):
+    return {(c.family, f.check): f for c in claims for f in c.findings}
+
+
+def test_claims_reflect_the_data():
+    found = by_check(check_claims(Summary(three_families()), CLAIMS))
+    assert found["diffusion", "best quality"].answer == "yes"
+    assert "next best vae" in found["diffusion", "best quality"].evidence
+    assert "significant" in found["diffusion", "best quality"].evidence
+    assert found["diffusion", "slow sampling"].answer == "yes"
+    assert "160× slower than the fastest other family, vae" in found["diffusion", "slow sampling"].evidence
+    assert found["vae", "fast sampling"].answer == "yes" and found["vae", "less detail"].answer == "yes"
+    assert found["gan", "weak diversity"].answer == "yes" and found["gan", "sharp"].answer == "yes"
+    # the same claims against other numbers: diffusion now the worst
+    worse = by_check(check_claims(Summary(three_families(diffusion_fids=(30.0, 31.0, 29.0))), CLAIMS))
+    assert worse["diffusion", "best quality"].answer == "no"
+    assert "vs best vae" in worse["diffusion", "best quality"].evidence
+    assert worse["vae", "less detail"].answer == "no"
+
+
+def test_an_absent_family_is_not_measured():
+    found = by_check(check_claims(Summary(three_families()), CLAIMS))
+    assert found["transformer", "exact likelihood"].answer == NOT_MEASURED
+    assert found["transformer", "sequences"].answer == NOT_MEASURED
+    without = by_check(check_claims(Summary([r for r in three_families() if r.family != "diffusion"]), CLAIMS))
+    assert without["diffusion", "best quality"].answer == NOT_MEASURED
+    assert without["diffusion", "slow sampling"].answer == NOT_MEASURED
+    assert without["vae", "fast sampling"].answer == "yes"  # still measured against the others
+
+
+def test_the_likelihood_claim_reads_the_kind_of_likelihood():
+    runs = [
+        *seeded("transformer", [40.0, 41.0], 10, **{"val/nll_bpd": 1.1, "run/likelihood": "exact"}),
+        *seeded("diffusion", [10.0, 11.0], 25, **{"val/nll_bpd": 2.4, "run/likelihood": "upper bound"}),
+    ]
+    found = by_check(check_claims(Summary(runs), CLAIMS))
+    assert found["transformer", "exact likelihood"].answer == "yes"
+    assert "(exact); lowest of 2 families with one: yes" in found["transformer", "exact likelihood"].evidence
+
+
+def test_the_feature_spaces_agree_or_not():
+    agree = Summary(three_families())
+    assert agree.rankings() == {"classifier": ["diffusion", "vae", "gan"], "ssl": ["diffusion", "vae", "gan"]}
+    assert agree.agreement() == ({("classifier", "ssl"): 1.0}, True)
+    runs = three_families()
+    for r in runs:  # in ssl features the order is reversed
+        r.metrics[space_key("fid", "ssl")] = 100 - r.metrics[space_key("fid", "classifier")]
+    taus, same = Summary(runs).agreement()
+    assert taus[("classifier", "ssl")] == -1 and same is False
+
+
+# -- the report ----------------------------------------------------------------------------------------------------
+def test_report_from_records_without_training(tmp_path):
+    runs = three_families()
+    sweep = tmp_path / "vae-1" / "sweep-sampling.temperature"
+    sweep.mkdir(parents=True)
+    (sweep / "sweep.csv").write_text("sampling.temperature,fid,precision\n0.6,14.1,0.7\n1.0,15.0,0.6\n")
+    runs[0].path = tmp_path / "vae-1"  # the first vae run has a trade-off curve beside it
+    paths = build_report(runs, tmp_path / "report")
+    md, page = paths["report.md"].read_text(), paths["report.html"].read_text()
+    assert md.index("## Common wisdom, measured") < md.index("## Results")  # the claims open the report
+    assert "| FID (classifier) ↓ | vae − diffusion |" in md and "significant (diffusion better)" in md
+    assert "Kendall's tau, classifier vs ssl: +1.00" in md and "Same order in every feature space: yes" in md
+    assert "Pareto front (no family both faster and better): vae, diffusion." in md
+    assert "![Quality against sampling speed](pareto.png)" in md and paths["pareto"].stat().st_size > 1000
+    assert "## Trade-off curves" in md and "| 0.6 | 14.1 | 0.7 |" in md
+    assert "<h2>Verdicts: every pair of families</h2>" in page and "Same order in every feature space: yes" in page
+    assert page.count("data:image/png;base64,") == 3  # final FIDs, throughput, Pareto: no sample grid or sweep.png
+    header = paths["results.csv"].read_text().splitlines()[0]
+    assert "FID (classifier) ↓ ci95" in header and "density (classifier) ↑" in header
+    assert "KID floor (classifier)" in header
+
+
+def test_one_seed_reports_no_interval(tmp_path):
+    runs = [record("vae", 1, 15.0, 4000), record("gan", 1, 16.0, 2000)]
+    md = build_report(runs, tmp_path / "report")["report.md"].read_text()
+    assert "15.00 ± n/a" in md
+    assert "| FID (classifier) ↓ | vae − gan | -1 | n/a | one seed: no interval |" in md
+    assert "difference -1, one seed: no interval" in md  # the claims say so too
+
+
+# -- the curves ----------------------------------------------------------------------------------------------------
+def test_curves_run_eval_sweeps_once_per_family(tmp_path, monkeypatch):
+    runs = []
+    for family in ("vae", "gan", "gan"):
+        path = tmp_path / f"{family}-{len(runs)}"
+        (path / "checkpoints").mkdir(parents=True)
+        (path / "checkpoints" / "last.ckpt").write_bytes(b"")
+        runs.append(Run(path, {"run/family": family}))
+    (runs[0].path / "sweep-sampling.temperature").mkdir()  # made before: reused
+    (runs[0].path / "sweep-sampling.temperature" / "sweep.csv").write_text("sampling.temperature,fid\n1,2\n")
+    calls = []
+    monkeypatch.setattr(launch.subprocess, "run", lambda cmd: calls.append(cmd) or subprocess.CompletedProcess(cmd, 0))
+    args = OmegaConf.to_container(OmegaConf.load(config_dir() / "compare.yaml").curve_args)
+    notes = launch.run_curves(runs, {**args, "vae": args["vae"]})
+    assert notes == [] and len(calls) == 1  # gan once (its first seed); vae's curve exists
+    assert calls[0][1:3] == ["-m", "gensuite.eval"]
+    assert calls[0][3:] == [
+        f"ckpt_path={runs[1].path / 'checkpoints' / 'last.ckpt'}",
+        "sweep=sampling.truncation=0.5,1,2",
+    ]
+    assert launch.run_curves(runs, {"vae": args["vae"]}) == ["gan: no curve_args.gan, no curve"]
