@@ -144,8 +144,7 @@ def check_data_labels(model, datamodule) -> None:
         )
     if not info.labelled:
         raise ConfigError(
-            f"model.num_classes={k} makes a class-conditional {model.family} model, but data={info.name} has no "
-            "labels",
+            f"model.num_classes={k} makes a class-conditional {model.family} model, but data={info.name} has no labels",
             fix="model.num_classes=0 for unlabelled data, or a data.path folder with one sub-folder per class",
         )
     if info.num_classes != k:
