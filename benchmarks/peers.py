@@ -175,6 +175,13 @@ def bits_per_byte(nats_of: Callable[[torch.Tensor], torch.Tensor], held_out: byt
 
 
 # -- the clock ----------------------------------------------------------------------------------------------
+def update(opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    """One optimiser step on ``loss``."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
 def train_for(seconds: float, step: Callable[[], None]) -> tuple[int, float]:
     """Call ``step()`` until the summed step time reaches ``seconds`` (the step that crosses it finishes, as the
     suite's clock does). Returns (steps, training seconds)."""
@@ -213,9 +220,7 @@ def peer_vae(images: torch.Tensor, seconds: float, n: int, npz: Path) -> dict:
 
     def step():
         loss = model({"data": next(data)}).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        update(opt, loss)
 
     steps, spent = train_for(seconds, step)
     model.eval()
@@ -291,13 +296,9 @@ def peer_gan(images: torch.Tensor, seconds: float, n: int, npz: Path) -> dict:
         loss_d = F.binary_cross_entropy_with_logits(d(real), ones) + F.binary_cross_entropy_with_logits(
             d(fake.detach()), zeros
         )
-        opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        opt_d.step()
+        update(opt_d, loss_d)
         loss_g = F.binary_cross_entropy_with_logits(d(fake), ones)  # -log D(G(z)): the non-saturating loss
-        opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        opt_g.step()
+        update(opt_g, loss_g)
 
     steps, spent = train_for(seconds, step)
     g.eval()
@@ -359,9 +360,7 @@ def peer_text(train: bytes, held_out: bytes, seconds: float) -> dict:
         starts = torch.randint(0, len(data) - CONTEXT, (64,), generator=g)
         windows = torch.stack([data[s : s + CONTEXT] for s in starts.tolist()])  # (B, T)
         loss = model(torch.cat([torch.full_like(windows[:, :1], bos), windows], 1))  # predicts every window byte
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        update(opt, loss)
 
     steps, spent = train_for(seconds, step)
     net.eval()
