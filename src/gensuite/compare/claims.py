@@ -87,8 +87,7 @@ def _rank(s: Summary, family: str, column: Column, name: str, want_top: bool) ->
 
 
 def _speed(s: Summary, family: str, want_fast: bool) -> Finding:
-    """Sampling seconds per image against the others': faster (slower) than their median, as a ratio to the
-    slowest (fastest) other family."""
+    """Sampling seconds per image against the median of the other families' (faster: at or below it)."""
     name = "fast sampling" if want_fast else "slow sampling"
     own = s.seconds_per_image(family)
     others = {f: e for f in s.families if f != family and (e := s.seconds_per_image(f)) is not None}
@@ -96,15 +95,14 @@ def _speed(s: Summary, family: str, want_fast: bool) -> Finding:
         return Finding(name, NOT_MEASURED, f"{SAMPLING.header}: {'no value' if own is None else 'no other family'}")
     median = statistics.median(e.mean for e in others.values())
     fast = own.mean <= median
-    if want_fast:
-        ref = max(others, key=lambda f: others[f].mean)
-        ratio, word, which = others[ref].mean / own.mean, "faster", "slowest"
-    else:
-        ref = min(others, key=lambda f: others[f].mean)
-        ratio, word, which = own.mean / others[ref].mean, "slower", "fastest"
+    ratio = median / own.mean
+    relation = f"{ratio:.3g}× faster" if ratio >= 1 else f"{1 / ratio:.3g}× slower"
+    fastest = min(others, key=lambda f: others[f].mean)
+    slowest = max(others, key=lambda f: others[f].mean)
     evidence = (
-        f"{show(own, '.3g')} s per image; {ratio:.3g}× {word} than the {which} other family, {ref} "
-        f"({show(others[ref], '.3g')} s)"
+        f"{show(own, '.3g')} s per image; {relation} than the median of the other families ({median:.3g} s; "
+        f"fastest other {fastest} {show(others[fastest], '.3g')} s, slowest other {slowest} "
+        f"{show(others[slowest], '.3g')} s)"
     )
     return Finding(name, "yes" if fast == want_fast else "no", evidence)
 

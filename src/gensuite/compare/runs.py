@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,7 @@ def fid_curve(path: Path, space: str) -> list[tuple[float, float]]:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     acc = EventAccumulator(str(events), size_guidance={"scalars": 0})
+    logging.getLogger("tensorboard").setLevel(logging.WARNING)  # not a line per event file it moves on to
     acc.Reload()
     tags = set(acc.Tags().get("scalars", []))
     from gensuite.callbacks.evaluation import ELAPSED_KEY as clock
