@@ -63,7 +63,7 @@ def columns(space: str) -> list[Column]:
     first = next(iter(SPACE_METRICS))  # FID, whose train-referenced value and floor are also shown
     kid = list(SPACE_METRICS)[1]
     return [
-        Column("parameters", PARAMETERS_KEY, "int"),
+        Column("parameters", PARAMETERS_KEY, "params"),
         Column("train s", TRAIN_SECONDS_KEY, ".0f"),
         Column("steps", STEPS_KEY, "int"),
         Column("steps/s", STEPS_PER_S_KEY, ".2f"),

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import csv
 import html
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -34,6 +35,8 @@ def cell(e, fmt: str) -> str:
     """``mean ± half-width`` of the 95 % interval; ``± n/a`` with one seed; blank where no run has the number."""
     if e is None:
         return ""
+    if fmt == "params":  # the same in every seed: no interval to show
+        return f"{e.mean / 1e6:.2f} M"
     spec = ".0f" if fmt == "int" else fmt
     return f"{e.mean:{spec}} ± " + ("n/a" if e.half is None else f"{e.half:{spec}}")
 
@@ -174,6 +177,12 @@ def _relative(path: Path, out: Path) -> str:
         return str(path.resolve())
 
 
+def _td(text: str) -> str:
+    """A table cell; numbers (and ``mean ± half``) right-aligned, words left."""
+    numeric = bool(re.match(r"^[-+−]?\d", text)) and not re.search(r"[a-z]{3,}", text.replace("n/a", ""))
+    return f"<td class='num'>{html.escape(text)}</td>" if numeric else f"<td>{html.escape(text)}</td>"
+
+
 def to_html(title: str, subtitle: str, body: list[Block]) -> str:
     esc = html.escape
     parts = [f"<h1>{esc(title)}</h1><p><em>{esc(subtitle)}</em></p>"]
@@ -186,16 +195,17 @@ def to_html(title: str, subtitle: str, body: list[Block]) -> str:
             parts.append("<ul>" + "".join(f"<li>{esc(x)}</li>" for x in b.items or []) + "</ul>")
         elif b.kind == "table":
             th = "".join(f"<th>{esc(h)}</th>" for h in b.header or [])
-            trs = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in b.rows or [])
-            parts.append(f"<table><tr>{th}</tr>{trs}</table>")
+            trs = "".join("<tr>" + "".join(_td(c) for c in r) + "</tr>" for r in b.rows or [])
+            parts.append(f"<div class='wide'><table><tr>{th}</tr>{trs}</table></div>")
         elif b.kind == "img" and b.path is not None:
             data = base64.b64encode(b.path.read_bytes()).decode()
             parts.append(f"<img alt='{esc(b.text)}' src='data:image/png;base64,{data}'>")
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{esc(title)}</title>
-<style>body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}}
-table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}
-td:first-child,th:first-child{{text-align:left}}img{{max-width:100%}}</style></head>
+<style>body{{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}}
+.wide{{overflow-x:auto}}table{{border-collapse:collapse;margin:1em 0;font-size:0.9em}}
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}}td.num{{text-align:right;
+white-space:nowrap}}img{{max-width:100%}}</style></head>
 <body>{"".join(parts)}</body></html>
 """
 
