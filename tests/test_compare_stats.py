@@ -204,3 +204,14 @@ def test_curves_run_eval_sweeps_once_per_family(tmp_path, monkeypatch):
         "sweep=sampling.truncation=0.5,1,2",
     ]
     assert launch.run_curves(runs, {"vae": args["vae"]}) == ["gan: no curve_args.gan, no curve"]
+
+
+def test_a_family_level_with_the_others_is_neither_sharp_nor_weak():
+    runs = [
+        *seeded("vae", [15.0, 15.5, 14.8], 4000, recall=0.0, precision=0.0),
+        *seeded("gan", [16.0, 16.4, 15.9], 2000, recall=0.0, precision=0.0),
+        *seeded("diffusion", [10.0, 10.5, 9.8], 25, recall=0.0, precision=0.0),
+    ]
+    found = by_check(check_claims(Summary(runs), CLAIMS))
+    for check in ("sharp", "weak diversity"):
+        assert found["gan", check].answer == "no" and "level with the median" in found["gan", check].evidence

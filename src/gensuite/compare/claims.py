@@ -75,7 +75,7 @@ def _rank(s: Summary, family: str, column: Column, name: str, want_top: bool) ->
     if own is None or not others:
         return Finding(name, NOT_MEASURED, f"{column.header}: {'no value' if own is None else 'no other family'}")
     median = statistics.median(e.mean for e in others.values())
-    above = _better(column, own.mean, median) or own.mean == median
+    above = _better(column, own.mean, median)
     every = {**others, family: own}
     order = sorted(every, key=lambda f: -every[f].mean if column.higher_is_better else every[f].mean)
     best = order[0] if order[0] != family else order[1]
@@ -83,6 +83,8 @@ def _rank(s: Summary, family: str, column: Column, name: str, want_top: bool) ->
         f"{column.header.rstrip(' ↓↑')} {show(own)}, rank {order.index(family) + 1} of {len(order)} "
         f"(median of the others {median:.3g}; best other {best} {show(every[best])})"
     )
+    if own.mean == median:  # level with the others: neither sharper nor weaker
+        return Finding(name, "no", evidence + "; level with the median")
     return Finding(name, "yes" if above == want_top else "no", evidence)
 
 
