@@ -50,3 +50,39 @@ def test_file_writer_reaches_the_runs_event_file(tmp_path):
     writer.close()
     files = list(tmp_path.glob("events.out.tfevents.*"))
     assert len(files) == 1 and b"hparams" in files[0].read_bytes()  # no sub-run folder of its own
+
+
+def test_a_run_shorter_than_the_ema_start_keeps_its_trained_weights(tmp_path):
+    """Lightning's average holds the initial weights until its first update: a run that ends (or checkpoints)
+    before update_starting_at_step must not hand back its untrained start."""
+    import lightning as L
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from gensuite.callbacks.ema import EMA
+    from gensuite.families.base import GenerativeModule
+
+    class Tiny(GenerativeModule):
+        family = "tiny"
+
+        def __init__(self):
+            super().__init__()
+            self.net = torch.nn.Linear(2, 1)
+
+        def losses(self, batch):
+            return {"loss": (self.net(batch[0]) - 3).pow(2).mean()}
+
+        def sample(self, n, generator=None):
+            return torch.zeros(n, 1, 1, 1)
+
+    for module in ("net", None):
+        model = Tiny()
+        start = model.net.weight.detach().clone()
+        trainer = L.Trainer(
+            max_steps=3, callbacks=[EMA(decay=0.99, module=module, update_starting_at_step=100)], logger=False,
+            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
+        )  # fmt: skip
+        trainer.fit(model, DataLoader(TensorDataset(torch.randn(32, 2)), batch_size=8))
+        assert not torch.equal(model.net.weight, start), module  # trained weights, not the start copied back
+        trainer.save_checkpoint(tmp_path / "x.ckpt")
+        saved = torch.load(tmp_path / "x.ckpt", weights_only=False)["state_dict"]["net.weight"]
+        assert torch.equal(saved, model.net.weight), module  # what sample.py / eval.py will load

@@ -62,6 +62,16 @@ class EMA(EMAWeightAveraging):
                 **self._kwargs,
             )
 
+    def _follow_until_first_update(self, pl_module: L.LightningModule) -> None:
+        """Before its first update the average holds the *initial* weights (copied at setup); a run that validates,
+        checkpoints or ends before ``update_starting_at_step`` would evaluate and save its untrained start (a
+        1-minute diffusion run of 75 steps sampled from its random init). Until the first update (``n_averaged``
+        0; that update copies the weights anyway), the average follows the current weights."""
+        average = self._average_model
+        if average is not None and int(average.n_averaged) == 0:
+            target = self._target(pl_module) if self.module is not None else pl_module
+            average.module.load_state_dict(target.state_dict())
+
     # Lightning's hooks only use pl_module to update / swap / copy: hand them the averaged sub-module instead.
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         super().on_train_batch_end(trainer, self._target(pl_module), outputs, batch, batch_idx)
@@ -70,15 +80,19 @@ class EMA(EMAWeightAveraging):
         super().on_train_epoch_end(trainer, self._target(pl_module))
 
     def on_train_end(self, trainer, pl_module) -> None:
+        self._follow_until_first_update(pl_module)
         super().on_train_end(trainer, self._target(pl_module))
 
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
+        self._follow_until_first_update(pl_module)
         super().on_validation_epoch_start(trainer, self._target(pl_module))
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         super().on_validation_epoch_end(trainer, self._target(pl_module))
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        if self._average_model is not None and int(self._average_model.n_averaged) == 0:
+            self._follow_until_first_update(pl_module)  # the checkpoint's state_dict: the weights sampling will use
         if self.module is None or self._average_model is None:
             return super().on_save_checkpoint(trainer, pl_module, checkpoint)
         average = self._average_model.state_dict()
