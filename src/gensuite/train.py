@@ -321,7 +321,8 @@ def print_summary(metrics: dict[str, Any], out_dir: Path) -> None:
     if (out_dir / "tensorboard").is_dir():
         lines.append(f"tensorboard  tensorboard --logdir {out_dir.parent}")
     if last.is_file():
-        lines.append(f"sample more  python sample.py ckpt_path={last} n=64")
+        entry = "sample.py" if Path("sample.py").is_file() else "-m gensuite.sample"  # a checkout, or an install
+        lines.append(f"sample more  python {entry} ckpt_path={last} n=64")
     console.print("\n".join(lines), highlight=False)
 
 
