@@ -25,6 +25,7 @@ from gensuite.errors import CheckpointError, ConfigError
 from gensuite.families.conditioning import check_data_labels
 from gensuite.launch import ranks_of_this_job
 from gensuite.loggers import build_loggers, tensorboard_writer
+from gensuite.memory import MemoryWatch, catch_out_of_memory, out_of_memory_error
 from gensuite.resume import ResumePath, check_resume, resume_callbacks
 from gensuite.run_lock import hold_run_folder, releases_run_folder
 
@@ -251,6 +252,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     ckpt_path = resolve_ckpt_path(cfg, model)
     callbacks = build_callbacks(cfg)
     callbacks += resume_callbacks(ckpt_path)  # new optimiser settings over the restored ones (gensuite.resume)
+    watch = MemoryWatch()  # where a run ran out of memory, for the message (gensuite.memory)
+    callbacks.append(watch)
     logger = build_loggers(cfg)  # TensorBoard and CSV by default (conf/logger/)
     # checkpoints are written atomically beside their target (see gensuite.checkpoint_io)
     plugins = [AtomicCheckpointIO()]
@@ -276,16 +279,21 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         compile_parts(model)
     result = {"metrics": {}, "trainer": trainer, "model": model, "datamodule": datamodule, "output_dir": out_dir}
     with ranks_of_this_job():
+        # out of memory ends the run with a message naming the batch size that fits, not the allocator's traceback
         try:
-            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+            oom = catch_out_of_memory(lambda: trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path,
+                                                          weights_only=True))  # fmt: skip
         except SIGTERMException:
             # Lightning 2.6 exits with status 0 after SIGTERM; a scheduler would read that as success
             print(f"[gensuite] SIGTERM at step {trainer.global_step}: stopped; resume with ckpt_path=last", flush=True)
             raise SystemExit(143) from None
+        if oom is None and not trainer.interrupted:
+            # final evaluation with the weights in place at the end (the EMA weights when the run averages them)
+            oom = catch_out_of_memory(lambda: trainer.validate(model, datamodule=datamodule, verbose=False))
+        if oom is not None:
+            raise out_of_memory_error(cfg, trainer, model, datamodule, watch, oom)
         if trainer.interrupted:
             return result
-        # final evaluation with the weights in place at the end (the EMA weights when the run averages them)
-        trainer.validate(model, datamodule=datamodule, verbose=False)
     metrics = collect_metrics(trainer, model)
     metrics.update(describe_run(cfg, model, datamodule))
     if trainer.is_global_zero:
