@@ -149,14 +149,18 @@ def test_resume_continues_the_step_count(make_cfg, tmp_path):
 
 
 def test_max_time_stops_an_open_ended_run(make_cfg, tmp_path):
-    """trainer.max_time is the equal budget of compare.py: it must stop a run with no epoch or step limit."""
+    """trainer.max_time is the equal budget of compare.py: it must stop a run with no epoch or step limit, and a
+    schedule left open (total_steps=-1) decays over the clock's budget instead of holding the base rate."""
     cfg = make_cfg(
-        SMALL_VAE + ["trainer.max_epochs=-1", "trainer.max_steps=-1", "trainer.max_time=00:00:00:03"],
+        SMALL_VAE + ["trainer.max_epochs=-1", "trainer.max_steps=-1", "trainer.max_time=00:00:00:03",
+                     "+model/scheduler=warmup_cosine", "model.scheduler.warmup_steps=0", "model.optimizer.lr=0.01"],
         output_dir=tmp_path,
-    )
+    )  # fmt: skip
     result = train(cfg)  # with no epoch or step limit, only the clock can end it
     assert result["trainer"].global_step >= 1
     assert result["metrics"]["time/train_s"] < 60
+    lr = result["trainer"].optimizers[0].param_groups[0]["lr"]
+    assert 0.001 <= lr < 0.003  # 0.1 x the base rate at the end of the budget, up to the last batch's share
 
 
 def test_evaluation_during_fit_is_kept_off_the_training_clock(make_cfg, tmp_path):

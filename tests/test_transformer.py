@@ -341,7 +341,7 @@ def test_eval_reproduces_the_text_metrics(text_run, cache_dir):
 
 
 def test_warmup_cosine_schedule_and_its_open_ended_form():
-    """A step budget decays the rate by cosine; a time budget (no total) warms up and then holds the base rate."""
+    """A step budget decays the rate by cosine; a time budget (no total) by the clock's progress, else holds it."""
     from gensuite.schedules import warmup_cosine
 
     def rates(total):
@@ -351,5 +351,14 @@ def test_warmup_cosine_schedule_and_its_open_ended_form():
 
     assert rates(110) == [0.1, 1.0, 0.55, 0.1, 0.1]
     assert rates(None) == [0.1, 1.0, 1.0, 1.0, 1.0]
+    # a time budget: after the warm-up the cosine follows the clock's fraction of the budget, not the step
+    spent = [0.0]
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    f = warmup_cosine(opt, warmup_steps=10, total_steps=None, progress=lambda: spent[0]).lr_lambdas[0]
+    assert f(5) == pytest.approx(0.6) and f(500) == 1.0
+    spent[0] = 0.5
+    assert f(20) == pytest.approx(0.55) and f(5) == pytest.approx(0.6)
+    spent[0] = 1.0
+    assert f(11) == pytest.approx(0.1)
     with pytest.warns(UserWarning, match="warming up over 2"):  # a smoke run shorter than the warm-up
         assert rates(5)[0] == 0.5

@@ -52,6 +52,7 @@ class TrainingClock(L.Callback):
     def __init__(self, duration=None):
         self.duration = parse_duration(duration)
         self.elapsed = 0.0  # training seconds so far (restored on resume)
+        self.shared_elapsed = 0.0  # rank 0's `elapsed` at the end of the last batch
         self._batch_start: float | None = None
         self._since: float | None = None  # end of the last batch, if nothing but fetching happened since
 
@@ -75,9 +76,17 @@ class TrainingClock(L.Callback):
             self.elapsed += now - self._batch_start
         self._batch_start, self._since = None, now
         if self.duration is not None:
-            over = bool(trainer.strategy.broadcast(self.elapsed >= self.duration, src=0))
-            if over:
+            # rank 0's reading for every rank: the stop, and a time-based schedule (`progress`), agree across ranks
+            self.shared_elapsed = float(trainer.strategy.broadcast(self.elapsed, src=0))
+            if self.shared_elapsed >= self.duration:
                 trainer.should_stop = True
+
+    def progress(self) -> float | None:
+        """The fraction of the budget spent at the end of the last training batch (rank 0's clock), 0 to 1;
+        None without a budget."""
+        if self.duration is None:
+            return None
+        return min(1.0, self.shared_elapsed / self.duration) if self.duration > 0 else 1.0
 
     # checkpoint writes (ModelCheckpoint runs after this callback) and validation are not training time
     def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
@@ -90,4 +99,4 @@ class TrainingClock(L.Callback):
         return {"elapsed": self.elapsed}
 
     def load_state_dict(self, state_dict: dict) -> None:
-        self.elapsed = float(state_dict.get("elapsed", 0.0))
+        self.elapsed = self.shared_elapsed = float(state_dict.get("elapsed", 0.0))

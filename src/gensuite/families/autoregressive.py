@@ -291,13 +291,7 @@ class Autoregressive(GenerativeModule):
         opt = self.build_optimizer(self.net.parameter_groups(weight_decay))
         if self.scheduler_factory is None:
             return opt
-        extra = {}
-        if getattr(self.scheduler_factory, "keywords", {}).get("total_steps", 0) in (None, -1):
-            # a budget in epochs (trainer.max_steps=-1): the schedule spans the steps Lightning will run
-            # (infinite for a time budget, trainer.max_time with no epoch or step limit: no decay then)
-            total = self.trainer.estimated_stepping_batches
-            extra["total_steps"] = int(total) if math.isfinite(total) else None
-        scheduler = self.scheduler_factory(opt, **extra)
+        scheduler = self.build_scheduler(opt)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # -- training throughput ------------------------------------------------------------------------------------

@@ -158,10 +158,24 @@ class GenerativeModule(L.LightningModule):
         opt = self.build_optimizer(self.parameters())
         if self.scheduler_factory is None:
             return opt
-        return {
-            "optimizer": opt,
-            "lr_scheduler": {"scheduler": self.scheduler_factory(opt), "interval": "step"},
-        }
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": self.build_scheduler(opt), "interval": "step"}}
+
+    def build_scheduler(self, opt: torch.optim.Optimizer):
+        """The configured schedule for ``opt``. One whose ``total_steps`` is left open (None or -1, the yaml's
+        ``${trainer.max_steps}`` of a run without a step limit) spans the steps Lightning will run (a budget in
+        epochs); for a time budget (``trainer.max_time`` and no epoch or step limit) it gets ``progress``, the
+        training clock's fraction of the budget spent (`gensuite.callbacks.clock.TrainingClock.progress`)."""
+        factory = self.scheduler_factory
+        if getattr(factory, "keywords", {}).get("total_steps", 0) not in (None, -1):
+            return factory(opt)
+        total = self.trainer.estimated_stepping_batches
+        if math.isfinite(total):
+            return factory(opt, total_steps=int(total))
+        from gensuite.callbacks.clock import TrainingClock
+
+        clock = next((cb for cb in self.trainer.callbacks if isinstance(cb, TrainingClock)), None)
+        progress = clock.progress if clock is not None and clock.duration is not None else None
+        return factory(opt, total_steps=None, progress=progress)
 
     def check_finite(self, loss: torch.Tensor, name: str = "loss") -> None:
         if not torch.isfinite(loss).all():
