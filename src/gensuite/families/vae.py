@@ -10,6 +10,14 @@ Conditional VAE (Sohn et al. 2015, ``model.num_classes=${data.num_classes}``): a
 the posterior, ``q(z|x, y)`` from ``[encoder(x), e(y)]``, and the decoder, ``p(x|z, y)`` from a projection of
 ``[z, e(y)]`` back to ``latent_dim``; the prior stays ``N(0, I)``. The conditioning lives here, in the family, so
 every encoder and decoder of the zoo serves unchanged. The bound is then on ``-log p(x|y)``.
+
+Ex-post density estimation (Ghosh et al. 2020, ``model.prior=gmm``): a VAE trained against ``N(0, I)`` leaves holes
+in its aggregate posterior ``q(z) = E_x q(z|x)``, and prior draws that land in them decode to blends of digits.
+With ``prior=gmm`` (the default) the family fits a Gaussian mixture (scikit-learn's `GaussianMixture`, full
+covariances) to the posterior means of the current epoch's training batches so far, at the start of every
+validation, and `sample` draws z from it; a conditional VAE fits one mixture per class and draws from its label's.
+Training, the loss and the reported bound are unchanged (the bound is the ``N(0, I)`` model's); only where samples
+draw z changes (``sampling.prior=normal`` draws from ``N(0, I)`` again). The mixture is part of the checkpoint.
 """
 
 from __future__ import annotations
@@ -22,6 +30,9 @@ from torch import nn
 from gensuite.errors import ConfigError
 from gensuite.families import conditioning
 from gensuite.families.base import GenerativeModule, Panel
+
+PRIORS = ("normal", "gmm")
+POOL_ROWS = 20_000  # posterior means kept for the mixture's fit (the newest)
 
 
 def check_parts_fit(encoder: nn.Module, decoder: nn.Module, latent_dim: int | None = None) -> None:
@@ -57,6 +68,9 @@ class VAE(GenerativeModule):
         num_classes: 0 (unconditional) or the classes of a conditional VAE: ``losses``, ``nll``, ``reconstruct``
             read the labels ``batch[1]``, ``sample`` takes ``labels`` ``(n,)`` (default: the balanced rule).
         label_dim: size of the label embedding of a conditional VAE.
+        prior: where `sample` draws z: ``normal`` (the training prior ``N(0, I)``) or ``gmm`` (a mixture fitted to
+            the training images' posterior means, one per class for a conditional VAE).
+        prior_components: components of the ``gmm`` prior (of each class's).
 
     >>> from gensuite.nets.encoders import MLPEncoder  # doctest: +SKIP
     >>> vae = VAE(encoder, decoder, likelihood, latent_dim=8, num_classes=10)  # doctest: +SKIP
@@ -65,8 +79,11 @@ class VAE(GenerativeModule):
     """
 
     family = "vae"
-    sampling_knobs = {"temperature": "scale of the prior's standard deviation, z ~ N(0, t^2 I) (< 1: cleaner, "
-                      "less varied samples)"}  # fmt: skip
+    sampling_knobs = {
+        "temperature": "scale of the prior's standard deviation, z ~ N(0, t^2 I) or each mixture component's "
+                       "(< 1: cleaner, less varied samples)",
+        "prior": "where z is drawn: normal (N(0, I)) or gmm (the mixture fitted in training, model.prior=gmm)",
+    }  # fmt: skip
     temperature: float = 1.0
 
     def __init__(
@@ -79,6 +96,8 @@ class VAE(GenerativeModule):
         kl_warmup_steps: int = 0,
         num_classes: int = 0,
         label_dim: int = 16,
+        prior: str = "gmm",
+        prior_components: int = 10,
         optimizer=None,
         scheduler=None,
     ):
@@ -92,6 +111,12 @@ class VAE(GenerativeModule):
                 f"num_classes must be >= 0 and label_dim > 0, got {num_classes} and {label_dim}",
                 keys=("num_classes", "label_dim"),
             )
+        if prior not in PRIORS:
+            raise ConfigError(f"prior={prior!r} is not one of {', '.join(PRIORS)}", keys=("prior",),
+                              fix="model.prior=normal or model.prior=gmm")  # fmt: skip
+        if prior == "gmm" and prior_components < 1:
+            raise ConfigError(f"prior_components must be >= 1, got {prior_components}", keys=("prior_components",),
+                              fix="model.prior_components=10")  # fmt: skip
         check_parts_fit(encoder, decoder, latent_dim)
         if getattr(decoder, "num_classes", 0):
             raise ConfigError(
@@ -112,6 +137,13 @@ class VAE(GenerativeModule):
                 nn.init.normal_(self.decoder_in.weight[:, latent_dim:], 0.0, 0.1)
                 self.decoder_in.bias.zero_()
         self.latent_dim, self.beta, self.kl_warmup_steps = latent_dim, beta, kl_warmup_steps
+        self.prior = prior
+        if prior == "gmm":  # one mixture per class (or one); N(0, I) until fitted: K components at 0, covariance I
+            g, k = max(1, num_classes), prior_components
+            self.register_buffer("gmm_logits", torch.zeros(g, k))
+            self.register_buffer("gmm_means", torch.zeros(g, k, latent_dim))
+            self.register_buffer("gmm_tril", torch.eye(latent_dim).repeat(g, k, 1, 1))
+        self._pool: list[tuple[int, torch.Tensor, torch.Tensor | None]] = []  # (epoch, posterior means, labels)
         self.image_shape = (decoder.out_channels, decoder.image_size, decoder.image_size)
 
     def _labels(self, labels: torch.Tensor | None, n: int) -> torch.Tensor | None:
@@ -141,6 +173,11 @@ class VAE(GenerativeModule):
     def _terms(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-example reconstruction NLL and KL, both in nats, ``(B,)``."""
         mu, logvar = self.encode(x, labels)
+        if self.prior == "gmm" and self.training:
+            epoch = getattr(self._trainer, "current_epoch", 0)  # 0 outside a fit (or under a stand-in trainer)
+            self._pool.append((epoch, mu.detach().float().cpu(), None if labels is None else labels.cpu()))
+            if len(self._pool) > 4 * POOL_ROWS // len(mu):  # no validation for a long time: keep the newest
+                self._pool = self._pool[-(POOL_ROWS // len(mu)) :]
         z = mu + self.rank_noise(torch.randn, len(mu), mu.shape[1], dtype=mu.dtype) * torch.exp(0.5 * logvar)
         rec = self.likelihood.nll(self.decode(z, labels), x)
         kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)  # closed form against N(0, I)
@@ -174,14 +211,67 @@ class VAE(GenerativeModule):
         # a Bernoulli observation model is no likelihood of 8-bit pixels: its bound stays in val/nelbo_*
         return bool(getattr(self.likelihood, "eight_bit", False))
 
+    # The fit reads the current epoch's means only, and they travel in the checkpoint: a resumed run fits the mixture
+    # to the same means as one that was never interrupted (also where Lightning skips the validation of the epoch
+    # whose last batch was checkpointed).
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.prior == "gmm" and self._pool:
+            checkpoint["vae_prior_pool"] = [{"epoch": e, "means": m, "labels": y} for e, m, y in self._pool]
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._pool = [(d["epoch"], d["means"], d["labels"]) for d in checkpoint.get("vae_prior_pool", [])]
+
+    def on_validation_epoch_start(self) -> None:
+        self._pool = [entry for entry in self._pool if entry[0] == self.current_epoch]
+        if self.prior == "gmm" and self._pool:
+            means = torch.cat([m for _, m, _ in self._pool])[-POOL_ROWS:]
+            labels = None if self._pool[0][2] is None else torch.cat([y for _, _, y in self._pool])[-POOL_ROWS:]
+            self.fit_prior(means, labels)
+
+    @torch.no_grad()
+    def fit_prior(self, means: torch.Tensor, labels: torch.Tensor | None = None) -> None:
+        """Fit the ``gmm`` prior to posterior means ``(N, latent_dim)`` (a conditional VAE: one mixture per class of
+        ``labels`` ``(N,)``; a class with fewer than 2K means keeps its last fit). Rank 0 fits; every DDP rank gets
+        its parameters, so all ranks sample alike."""
+        from sklearn.mixture import GaussianMixture
+
+        k = self.gmm_logits.shape[1]
+        if self._trainer is None or self.trainer.is_global_zero:
+            for group in range(len(self.gmm_logits)):
+                rows = means if labels is None else means[labels == group]
+                if len(rows) < 2 * k:
+                    continue
+                gmm = GaussianMixture(k, covariance_type="full", reg_covar=1e-4, max_iter=200, random_state=0)
+                gmm.fit(rows.double().numpy())
+                self.gmm_logits[group] = torch.as_tensor(gmm.weights_).log()
+                self.gmm_means[group] = torch.as_tensor(gmm.means_)
+                self.gmm_tril[group] = torch.linalg.cholesky(torch.as_tensor(gmm.covariances_))
+        if self._trainer is not None and self.trainer.world_size > 1:
+            for name in ("gmm_logits", "gmm_means", "gmm_tril"):
+                getattr(self, name).copy_(self.trainer.strategy.broadcast(getattr(self, name), src=0))
+
+    def prior_sample(
+        self, n: int, generator: torch.Generator | None = None, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``n`` latents from the sampling prior, ``(n, latent_dim)``, their spread scaled by ``temperature`` (a
+        conditional VAE's mixture prior: each from its label's mixture)."""
+        eps = torch.randn(n, self.latent_dim, generator=generator, device=self.device)
+        if self.prior == "normal":
+            return self.temperature * eps
+        group = torch.zeros(n, dtype=torch.long, device=self.device) if labels is None else labels
+        comp = torch.multinomial(self.gmm_logits[group].softmax(1), 1, generator=generator)[:, 0]  # (n,)
+        tril = self.gmm_tril[group, comp]  # (n, d, d)
+        return self.gmm_means[group, comp] + self.temperature * (tril @ eps.unsqueeze(-1)).squeeze(-1)
+
     @torch.no_grad()
     def sample(
         self, n: int, generator: torch.Generator | None = None, labels: torch.Tensor | None = None
     ) -> torch.Tensor:
         """``n`` images in [0, 1] ``(n, C, H, W)``; a conditional VAE takes ``labels`` (default: balanced)."""
-        z = self.temperature * torch.randn(n, self.latent_dim, generator=generator, device=self.device)
         if self.num_classes and labels is None:
             labels = self.sample_labels(n)
+        labels = self._labels(labels, n)
+        z = self.prior_sample(n, generator, labels)
         return self.likelihood.mean(self.decode(z, labels))
 
     def sample_labels(self, n: int) -> torch.Tensor | None:
@@ -193,6 +283,13 @@ class VAE(GenerativeModule):
             raise ConfigError(
                 f"temperature must be > 0, got {self.temperature}", keys=("sampling.temperature",),
                 fix="e.g. sampling.temperature=0.8",
+            )  # fmt: skip
+        if self.prior not in PRIORS or (self.prior == "gmm" and not hasattr(self, "gmm_logits")):
+            raise ConfigError(
+                f"sampling.prior={self.prior!r}: this VAE samples from " + ", ".join(
+                    p for p in PRIORS if p == "normal" or hasattr(self, "gmm_logits")),
+                keys=("sampling.prior",),
+                fix="sampling.prior=normal; a mixture prior is fitted in training with model.prior=gmm",
             )  # fmt: skip
 
     @torch.no_grad()
