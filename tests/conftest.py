@@ -43,6 +43,18 @@ TINY = [
     f"metrics.ssl_steps={SSL_STEPS}",
 ]
 
+# the smallest nets of each family (for tests of the machinery around a model, not of its quality); a family not
+# listed runs at its default size
+SMALL_NETS = {
+    "vae": ["model.encoder.width=8", "model.decoder.width=8"],
+    "gan": ["model.latent_dim=8", "model.decoder.width=8", "model.discriminator.body.width=8"],
+    "diffusion": ["model/denoiser=unet_small", "model.denoiser.base_width=8", "sampler.steps=2"],
+    "flow_matching": ["model/denoiser=unet_small", "model.denoiser.base_width=8", "sampler.steps=2"],
+    "latent_diffusion": ["sampler.steps=2"],
+    "transformer": ["model.net.width=16", "model.net.depth=1", "model.net.heads=2"],
+    "vqvae": ["model.grid_encoder.width=8", "model.grid_decoder.width=8"],
+}
+
 
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory) -> Path:
@@ -76,8 +88,16 @@ def make_cfg(cache_dir, tmp_path):
     return make
 
 
-def run_entry(script: str, *args: str, cwd: Path | None = None, timeout: int = 900, env: dict | None = None):
-    """Run a real entry point (``train.py`` etc.) in a subprocess; returns the CompletedProcess."""
+def run_entry(
+    script: str, *args: str, cwd: Path | None = None, timeout: int = 900, env: dict | None = None, real: bool = False
+):
+    """Run a real entry point (``python train.py ...``); returns a CompletedProcess. By default in a child forked
+    from an interpreter that imported the suite once (`tests.forked_entries`: the script as ``__main__``, the same
+    status, output and environment, without ~5 s of imports per run); ``real=True``: a new interpreter."""
+    if not real:
+        from .forked_entries import run_entry_forked
+
+        return run_entry_forked(script, *args, cwd=cwd, timeout=timeout, env=env)
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0", **(env or {})}
     return subprocess.run(
         [sys.executable, str(ROOT / script), *args],
