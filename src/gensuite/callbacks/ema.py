@@ -91,8 +91,7 @@ class EMA(EMAWeightAveraging):
         super().on_validation_epoch_end(trainer, self._target(pl_module))
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
-        if self._average_model is not None and int(self._average_model.n_averaged) == 0:
-            self._follow_until_first_update(pl_module)  # the checkpoint's state_dict: the weights sampling will use
+        self._follow_until_first_update(pl_module)  # the checkpoint's state_dict: the weights sampling will use
         if self.module is None or self._average_model is None:
             return super().on_save_checkpoint(trainer, pl_module, checkpoint)
         average = self._average_model.state_dict()
