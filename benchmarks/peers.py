@@ -32,8 +32,8 @@ How the numbers are made, the same for both sides of a row:
 
 Peer settings are the libraries' documented defaults where they have them (pythae: Adam 1e-4, batch 64, latent 16;
 denoising-diffusion-pytorch's ``Trainer``: Adam 1e-4 betas (0.9, 0.99), gradient norm 1, EMA 0.995 every 10 steps);
-batch sizes where a library has none follow the suite's data config (128 images, 64 windows); the text peer has
-the suite GPT's width, depth and heads and uses Adam 3e-4.
+batch sizes where a library has none follow the suite's data config (128 images; the text preset's 32 windows); the
+text peer has the suite GPT's width, depth, heads and batch, read from the composed config, and uses Adam 3e-4.
 """
 
 from __future__ import annotations
@@ -339,17 +339,28 @@ def peer_diffusion(images: torch.Tensor, seconds: float, n: int, npz: Path) -> d
     return {"steps": steps, "train_s": spent, "parameters": n_params(unet)}
 
 
+def suite_text_shape() -> dict:
+    """Width, depth, heads and batch of the suite's text transformer (``model=transformer data=text``, composed
+    as train.py composes it), so that the peer is built to the same size and never drifts from the preset."""
+    from benchmarks.common import compose_cfg
+
+    cfg = compose_cfg(["model=transformer", "data=text"])
+    net = cfg.model.net
+    return {"width": net.width, "depth": net.depth, "heads": net.heads, "batch": cfg.data.batch_size}
+
+
 def peer_text(train: bytes, held_out: bytes, seconds: float) -> dict:
-    """x-transformers' byte-level decoder at the suite GPT's width 256, depth 4, 4 heads, context 256, trained on
-    windows of the train bytes with a start token (256) in front, as the suite's transformer sees them."""
+    """x-transformers' byte-level decoder at the suite GPT's width, depth, heads and batch (`suite_text_shape`),
+    context 256, trained on windows of the train bytes with a start token (256) in front, as the suite's
+    transformer sees them."""
     xt = need("x_transformers", "x-transformers")
+    shape = suite_text_shape()
     torch.manual_seed(0)
     bos = 256
     # 256 byte values + the start token; AutoregressiveWrapper runs the whole (start + window) sequence and drops
     # the last position's logits, hence the one extra position
-    net = xt.TransformerWrapper(
-        num_tokens=257, max_seq_len=CONTEXT + 1, attn_layers=xt.Decoder(dim=256, depth=4, heads=4)
-    )
+    layers = xt.Decoder(dim=shape["width"], depth=shape["depth"], heads=shape["heads"])
+    net = xt.TransformerWrapper(num_tokens=257, max_seq_len=CONTEXT + 1, attn_layers=layers)
     model = xt.AutoregressiveWrapper(net)
     opt = torch.optim.Adam(model.parameters(), lr=3e-4)
     data = torch.frombuffer(bytearray(train), dtype=torch.uint8).long()
@@ -357,7 +368,7 @@ def peer_text(train: bytes, held_out: bytes, seconds: float) -> dict:
     model.train()
 
     def step():
-        starts = torch.randint(0, len(data) - CONTEXT, (64,), generator=g)
+        starts = torch.randint(0, len(data) - CONTEXT, (shape["batch"],), generator=g)
         windows = torch.stack([data[s : s + CONTEXT] for s in starts.tolist()])  # (B, T)
         loss = model(torch.cat([torch.full_like(windows[:, :1], bos), windows], 1))  # predicts every window byte
         update(opt, loss)
