@@ -27,6 +27,7 @@ import math
 import torch
 from torch import nn
 
+from gensuite import contracts
 from gensuite.errors import ConfigError
 from gensuite.families import conditioning
 from gensuite.families.base import GenerativeModule, Panel
@@ -174,8 +175,9 @@ class VAE(GenerativeModule):
         """Per-example reconstruction NLL and KL, both in nats, ``(B,)``."""
         mu, logvar = self.encode(x, labels)
         if self.prior == "gmm" and self.training:
-            epoch = getattr(self._trainer, "current_epoch", 0)  # 0 outside a fit (or under a stand-in trainer)
-            self._pool.append((epoch, mu.detach().float().cpu(), None if labels is None else labels.cpu()))
+            epoch = getattr(contracts.attached_trainer(self), "current_epoch", 0)  # 0 outside a fit
+            # kept on the device: a copy to the CPU here would synchronise a GPU every training step
+            self._pool.append((epoch, mu.detach().float(), labels))
             if len(self._pool) > 4 * POOL_ROWS // len(mu):  # no validation for a long time: keep the newest
                 self._pool = self._pool[-(POOL_ROWS // len(mu)) :]
         z = mu + self.rank_noise(torch.randn, len(mu), mu.shape[1], dtype=mu.dtype) * torch.exp(0.5 * logvar)
@@ -216,7 +218,9 @@ class VAE(GenerativeModule):
     # whose last batch was checkpointed).
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         if self.prior == "gmm" and self._pool:
-            checkpoint["vae_prior_pool"] = [{"epoch": e, "means": m, "labels": y} for e, m, y in self._pool]
+            checkpoint["vae_prior_pool"] = [
+                {"epoch": e, "means": m.cpu(), "labels": None if y is None else y.cpu()} for e, m, y in self._pool
+            ]
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self._pool = [(d["epoch"], d["means"], d["labels"]) for d in checkpoint.get("vae_prior_pool", [])]
@@ -224,8 +228,8 @@ class VAE(GenerativeModule):
     def on_validation_epoch_start(self) -> None:
         self._pool = [entry for entry in self._pool if entry[0] == self.current_epoch]
         if self.prior == "gmm" and self._pool:
-            means = torch.cat([m for _, m, _ in self._pool])[-POOL_ROWS:]
-            labels = None if self._pool[0][2] is None else torch.cat([y for _, _, y in self._pool])[-POOL_ROWS:]
+            means = torch.cat([m.cpu() for _, m, _ in self._pool])[-POOL_ROWS:]
+            labels = None if self._pool[0][2] is None else torch.cat([y.cpu() for _, _, y in self._pool])[-POOL_ROWS:]
             self.fit_prior(means, labels)
 
     @torch.no_grad()
@@ -236,7 +240,8 @@ class VAE(GenerativeModule):
         from sklearn.mixture import GaussianMixture
 
         k = self.gmm_logits.shape[1]
-        if self._trainer is None or self.trainer.is_global_zero:
+        trainer = contracts.attached_trainer(self)
+        if trainer is None or trainer.is_global_zero:
             for group in range(len(self.gmm_logits)):
                 rows = means if labels is None else means[labels == group]
                 if len(rows) < 2 * k:
@@ -246,9 +251,9 @@ class VAE(GenerativeModule):
                 self.gmm_logits[group] = torch.as_tensor(gmm.weights_).log()
                 self.gmm_means[group] = torch.as_tensor(gmm.means_)
                 self.gmm_tril[group] = torch.linalg.cholesky(torch.as_tensor(gmm.covariances_))
-        if self._trainer is not None and self.trainer.world_size > 1:
+        if trainer is not None and trainer.world_size > 1:
             for name in ("gmm_logits", "gmm_means", "gmm_tril"):
-                getattr(self, name).copy_(self.trainer.strategy.broadcast(getattr(self, name), src=0))
+                getattr(self, name).copy_(trainer.strategy.broadcast(getattr(self, name), src=0))
 
     def prior_sample(
         self, n: int, generator: torch.Generator | None = None, labels: torch.Tensor | None = None
