@@ -4,6 +4,7 @@ implementation a user would otherwise pick, on the same data, scored by the suit
     pip install .[peers]                                   # pythae, denoising-diffusion-pytorch, x-transformers
     python -m benchmarks peers                             # the full run: about 2.5 h on CPU
     python -m benchmarks.peers --minutes-scale 0.02 --samples 200 --only vae,gan   # a smoke run of the wiring
+    python -m benchmarks.peers --only gan --no-peer --out /tmp/gan   # one side again (--no-suite: the peer's)
 
 | family    | peer (what trains it)                                                        | budget |
 |-----------|------------------------------------------------------------------------------|--------|
@@ -473,30 +474,29 @@ def write_tables(rows: list[dict], out: Path) -> tuple[Path, Path]:
     return md, path_csv
 
 
-def family_rows(family: str, minutes: float, n: int, out: Path, suite: bool, images, text) -> list[dict]:
+def family_rows(family: str, minutes: float, n: int, out: Path, sides: tuple[str, ...], images, text) -> list[dict]:
+    """The rows of ``family`` for ``sides`` (``peer``, ``suite`` or both), each trained for ``minutes``."""
     seconds = minutes * 60
-    rows = []
     if family == "text":
         train, held_out = text
-        sides = [("peer", PEER_NAME[family], lambda: peer_text(train, held_out, seconds))]
-        if suite:
-            sides.append(("suite", "model=transformer", lambda: suite_text(train, held_out, seconds, out)))
-        for side, name, go in sides:
-            rows.append({"family": family, "side": side, "implementation": name} | go())
-        return rows
-    peer = {"vae": peer_vae, "gan": peer_gan, "diffusion": peer_diffusion}[family]
-    npz = out / f"peer-{family}.npz"
-    result = peer(images, seconds, n, npz)
-    rows.append(
-        {"family": family, "side": "peer", "implementation": PEER_NAME[family]} | result | score_samples(npz, n)
-    )
-    if suite:
-        result = suite_images(family, seconds, n, out)
-        scores = score_samples(result.pop("npz"), n)
-        rows.append(
-            {"family": family, "side": "suite", "implementation": f"model={SUITE_MODEL[family]}"} | result | scores
-        )
-    return rows
+        run_side = {
+            "peer": lambda: peer_text(train, held_out, seconds),
+            "suite": lambda: suite_text(train, held_out, seconds, out),
+        }
+    else:
+        peer = {"vae": peer_vae, "gan": peer_gan, "diffusion": peer_diffusion}[family]
+
+        def peer_side() -> dict:
+            npz = out / f"peer-{family}.npz"
+            return peer(images, seconds, n, npz) | score_samples(npz, n)
+
+        def suite_side() -> dict:
+            result = suite_images(family, seconds, n, out)
+            return result | score_samples(result.pop("npz"), n)
+
+        run_side = {"peer": peer_side, "suite": suite_side}
+    names = {"peer": PEER_NAME[family], "suite": f"model={SUITE_MODEL[family]}"}
+    return [{"family": family, "side": side, "implementation": names[side]} | run_side[side]() for side in sides]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -505,12 +505,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", default=",".join(BUDGET_MINUTES), help="families, comma-separated")
     parser.add_argument("--samples", type=int, default=2000, help="samples per image row (eval.py's N)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "peers")
-    parser.add_argument("--suite", action=argparse.BooleanOptionalAction, default=True, help="the suite's rows too")
+    parser.add_argument("--suite", action=argparse.BooleanOptionalAction, default=True, help="the suite's rows")
+    parser.add_argument("--peer", action=argparse.BooleanOptionalAction, default=True, help="the peers' rows")
     args, _ = parser.parse_known_args(argv)
     families = [f.strip() for f in args.only.split(",") if f.strip()]
     unknown = sorted(set(families) - set(BUDGET_MINUTES))
     if unknown:
         raise SystemExit(f"--only: unknown {', '.join(unknown)}; choose from {', '.join(BUDGET_MINUTES)}")
+    sides = tuple(side for side in ("peer", "suite") if getattr(args, side))
+    if not sides:
+        raise SystemExit("--no-peer and --no-suite together leave nothing to run")
     if args.samples < 2:
         raise SystemExit(f"--samples must be >= 2, got {args.samples}")
     out = args.out.resolve()
@@ -522,7 +526,7 @@ def main(argv: list[str] | None = None) -> None:
     for family in families:
         minutes = BUDGET_MINUTES[family] * args.minutes_scale
         print(f"{family}: {minutes:.3g} min of training per side", flush=True)
-        new = family_rows(family, minutes, args.samples, out, args.suite, images, text)
+        new = family_rows(family, minutes, args.samples, out, sides, images, text)
         rows += new
         write_tables(rows, out)  # after every family: a stopped run keeps what finished
         print("\n".join(render(new).splitlines()[2:]), flush=True)

@@ -3,6 +3,7 @@
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from benchmarks import peers
@@ -89,3 +90,11 @@ def test_budgets_scale_to_lightning_time_strings():
     assert peers.hms(600) == "00:00:10:00"
     assert peers.hms(12.4) == "00:00:00:12"
     assert peers.hms(0.2) == "00:00:00:01"  # never a zero budget
+
+
+def test_sides_and_families_are_checked_before_anything_runs(tmp_path):
+    with pytest.raises(SystemExit, match="--no-peer and --no-suite together leave nothing to run"):
+        peers.main(["--no-peer", "--no-suite", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match="--only: unknown flow"):
+        peers.main(["--only", "flow", "--no-peer", "--out", str(tmp_path)])
+    assert not any(tmp_path.iterdir())  # nothing trained, nothing written

@@ -22,6 +22,8 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
+from gensuite.precision import fast_precision
+
 
 def run_stamp() -> str:
     """A folder name every rank of one launch agrees on: ``GENSUITE_RUN_ID``, the SLURM job (and step), the
@@ -41,6 +43,8 @@ def run_stamp() -> str:
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("gs_run_stamp"):
         OmegaConf.register_new_resolver("gs_run_stamp", run_stamp, use_cache=True)
+    if not OmegaConf.has_resolver("gs_fast_precision"):
+        OmegaConf.register_new_resolver("gs_fast_precision", fast_precision, use_cache=True)
 
 
 @contextmanager

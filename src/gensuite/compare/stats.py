@@ -49,6 +49,7 @@ class Difference:
     diff: float
     interval: tuple[float, float] | None
     p: float | None
+    spread: bool = True  # False: every seed on both sides gave the same value, so the difference is exact
 
     @property
     def significant(self) -> bool | None:
@@ -62,6 +63,8 @@ class Difference:
     def verdict(self) -> str:
         if self.interval is None:
             return "one seed: no interval"
+        if not self.spread:  # no test to run: the values are deterministic, not a sample
+            return "no spread over seeds: exact difference" if self.diff else "no spread over seeds: equal"
         return "significant" if self.significant else "not significant"
 
 
@@ -75,7 +78,7 @@ def welch(a: Sequence[float], b: Sequence[float]) -> Difference:
     va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
     se = math.sqrt(va + vb)
     if se == 0:  # identical seeds on both sides: the difference is exact
-        return Difference(diff, (diff, diff), 0.0 if diff else 1.0)
+        return Difference(diff, (diff, diff), None, spread=False)
     df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
     half = float(sps.t.ppf(0.5 + LEVEL / 2, df)) * se
     p = float(2 * sps.t.sf(abs(diff) / se, df))
