@@ -25,23 +25,25 @@ STEPS, WARMUP = 60, 10
 
 
 class StepClock(L.Callback):
-    """Wall time from the start of training batch WARMUP to the end of the last one (counted across epochs)."""
+    """Wall time from the start of training batch ``warmup`` to the end of batch ``warmup + steps`` (counted across
+    epochs)."""
 
-    def __init__(self):
+    def __init__(self, steps: int = STEPS, warmup: int = WARMUP):
+        self.timed, self.warmup = steps, warmup
         self.t0 = self.t1 = None
         self.seen = self.steps = 0
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if self.seen == WARMUP:
+        if self.seen == self.warmup:
             sync()
             self.t0 = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         self.seen += 1
-        if self.seen == WARMUP + STEPS:
+        if self.seen == self.warmup + self.timed:
             sync()
             self.t1 = time.perf_counter()
-            self.steps = STEPS
+            self.steps = self.timed
 
 
 def sync() -> None:
@@ -49,10 +51,11 @@ def sync() -> None:
         torch.cuda.synchronize()
 
 
-def suite_steps_per_s(cfg) -> float:
+def suite_steps_per_s(cfg, steps: int = STEPS, warmup: int = WARMUP) -> float:
+    """Training steps per second of the suite's Trainer on ``cfg`` (which must run at least ``warmup + steps``)."""
     torch.manual_seed(0)
     dm, model = instantiate_checked(cfg, "data"), instantiate_checked(cfg, "model")
-    clock = StepClock()
+    clock = StepClock(steps, warmup)
     callbacks = [cb for cb in build_callbacks(cfg) if type(cb).__name__ != "Evaluation"] + [clock]
     trainer = instantiate_checked(cfg, "trainer", callbacks=callbacks, logger=build_loggers(cfg))
     trainer.fit(model, datamodule=dm)

@@ -4,7 +4,7 @@ implementation a user would otherwise pick, on the same data, scored by the suit
     pip install .[peers]                                   # pythae, denoising-diffusion-pytorch, x-transformers
     python -m benchmarks peers                             # the full run: about 2.5 h on CPU
     python -m benchmarks.peers --minutes-scale 0.02 --samples 200 --only vae,gan   # a smoke run of the wiring
-    python -m benchmarks.peers --only gan --no-peer --out /tmp/gan   # one side again (--no-suite: the peer's)
+    python -m benchmarks.peers --only gan --no-peer   # one side again (--no-suite: the peer's); other rows are kept
 
 | family    | peer (what trains it)                                                        | budget |
 |-----------|------------------------------------------------------------------------------|--------|
@@ -474,6 +474,34 @@ def write_tables(rows: list[dict], out: Path) -> tuple[Path, Path]:
     return md, path_csv
 
 
+def read_rows(path: Path) -> list[dict]:
+    """The rows of an earlier ``peers.csv`` (numbers as numbers, empty cells left out); none if there is none."""
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return [{k: _number(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
+
+
+def _number(text: str):
+    try:
+        value = float(text)
+    except ValueError:
+        return text
+    return int(value) if value.is_integer() and "." not in text and "e" not in text.lower() else value
+
+
+def merged(old: list[dict], new: list[dict]) -> list[dict]:
+    """``old`` with each (family, side) row that ``new`` has replaced in place, and ``new``'s others appended: a
+    run of one family or one side updates the table without losing the rest of it."""
+
+    def key(row: dict) -> tuple[str, str]:
+        return row["family"], row["side"]
+
+    fresh = {key(r): r for r in new}
+    out = [fresh.pop(key(r), r) for r in old]
+    return out + [r for r in new if key(r) in fresh]
+
+
 def family_rows(family: str, minutes: float, n: int, out: Path, sides: tuple[str, ...], images, text) -> list[dict]:
     """The rows of ``family`` for ``sides`` (``peer``, ``suite`` or both), each trained for ``minutes``."""
     seconds = minutes * 60
@@ -522,16 +550,17 @@ def main(argv: list[str] | None = None) -> None:
     print(f"machine {machine()}; budgets x{args.minutes_scale}; {args.samples} samples; out {out}\n", flush=True)
     images = train_images() if set(families) - {"text"} else None
     text = pydoc_split() if "text" in families else None
+    earlier = read_rows(out / "peers.csv")  # rows of families and sides not run now are kept
     rows = []
     for family in families:
         minutes = BUDGET_MINUTES[family] * args.minutes_scale
         print(f"{family}: {minutes:.3g} min of training per side", flush=True)
         new = family_rows(family, minutes, args.samples, out, sides, images, text)
         rows += new
-        write_tables(rows, out)  # after every family: a stopped run keeps what finished
+        write_tables(merged(earlier, rows), out)  # after every family: a stopped run keeps what finished
         print("\n".join(render(new).splitlines()[2:]), flush=True)
-    md, path_csv = write_tables(rows, out)
-    print("\n" + render(rows) + f"\n\n{md}\n{path_csv}")
+    md, path_csv = write_tables(merged(earlier, rows), out)
+    print("\n" + render(merged(earlier, rows)) + f"\n\n{md}\n{path_csv}")
 
 
 if __name__ == "__main__":

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import sys
 
-import benchmarks.overhead as overhead
 from benchmarks.common import compose_cfg, machine, table
+from benchmarks.overhead import suite_steps_per_s
 from gensuite.precision import bf16_is_native, fast_precision
 
 FAMILIES = (("model=gan",), ("model=transformer", "data=pydoc"))
@@ -20,7 +20,6 @@ STEPS, WARMUP, ROUNDS = 12, 4, 2
 
 
 def steps_per_s(family: tuple[str, ...], precision: str, rest: list[str]) -> float:
-    overhead.STEPS, overhead.WARMUP = STEPS, WARMUP
     accelerator = [] if any(o.startswith("trainer.accelerator=") for o in rest) else ["trainer.accelerator=cpu"]
     cfg = compose_cfg(
         [
@@ -35,7 +34,7 @@ def steps_per_s(family: tuple[str, ...], precision: str, rest: list[str]) -> flo
             f"trainer.precision={precision}",
         ]
     )
-    return overhead.suite_steps_per_s(cfg)
+    return suite_steps_per_s(cfg, STEPS, WARMUP)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -98,3 +98,19 @@ def test_sides_and_families_are_checked_before_anything_runs(tmp_path):
     with pytest.raises(SystemExit, match="--only: unknown flow"):
         peers.main(["--only", "flow", "--no-peer", "--out", str(tmp_path)])
     assert not any(tmp_path.iterdir())  # nothing trained, nothing written
+
+
+def test_a_partial_run_updates_the_table_without_losing_rows(tmp_path):
+    old = [
+        {"family": "vae", "side": "peer", "implementation": "p", "fid_classifier": 29.0, "steps": 896},
+        {"family": "gan", "side": "suite", "implementation": "s", "fid_classifier": 31.3, "steps": 663},
+    ]
+    peers.write_tables(old, tmp_path)
+    read = peers.read_rows(tmp_path / "peers.csv")
+    assert read[0]["steps"] == 896 and read[0]["fid_classifier"] == 29.0 and "bits_per_byte" not in read[0]
+    new = [{"family": "gan", "side": "suite", "implementation": "s", "fid_classifier": 9.5, "steps": 1085},
+           {"family": "text", "side": "suite", "implementation": "t", "bits_per_byte": 1.66}]  # fmt: skip
+    rows = peers.merged(read, new)
+    assert [(r["family"], r["side"]) for r in rows] == [("vae", "peer"), ("gan", "suite"), ("text", "suite")]
+    assert rows[1]["fid_classifier"] == 9.5 and rows[0]["fid_classifier"] == 29.0
+    assert peers.read_rows(tmp_path / "absent.csv") == []
