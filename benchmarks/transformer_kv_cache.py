@@ -13,6 +13,7 @@ paths draw identical tokens for one seed (tests/test_transformer.py), so the rat
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -49,14 +50,15 @@ def timed(net: Transformer, batch: int, tokens: int, use_cache: bool, repeats: i
     return batch * tokens / wall, batch * tokens / cpu
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ckpt", default=None, help="a transformer checkpoint (default: the pydoc net, random)")
     parser.add_argument("--tokens", type=int, default=512)
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--repeats", type=int, default=2)
-    args = parser.parse_args()
+    # run by `python -m benchmarks <name>`, whose own arguments are the benchmark names: none of them are ours
+    args = parser.parse_args(argv if argv is not None else sys.argv[1:] if __name__ == "__main__" else [])
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.ckpt:
