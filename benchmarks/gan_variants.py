@@ -5,16 +5,22 @@ the same number of generator updates, with the same batches (``n_critic=1``), se
 the loss and the spectral-norm switch change. EMA needs no run of its own: each run is evaluated twice, with the
 raw generator weights and with their EMA (the preset's `EMA` callback), on the same 2,000 samples' seed.
 
-    python -m benchmarks.gan_variants                       # the preset's budget (40 epochs, 1,400 steps)
+    python -m benchmarks.gan_variants                       # the preset's budget (40 epochs, 1,240 steps)
     python -m benchmarks.gan_variants --steps 600 --losses ns hinge
+    python -m benchmarks.gan_variants --nets-only            # only the per-network timing (a few seconds)
 
-Prints one table: FID / KID (classifier features), precision, recall, class coverage, wall-clock training time
-and seconds per step (inflated on a shared machine: compare the ratio between rows), and sampling images/s.
+First prints where a step's time goes: each network's forward + backward at the batch size, alone, for the
+suite's default generator and discriminator and for the DCGAN recipe's (`benchmarks.peers`), interleaved in one
+process. A training step runs the generator once and the discriminator three times (real, fake, and the fake again
+for the generator's loss). Then prints one table: FID / KID (classifier features), precision, recall, class
+coverage, wall-clock training time and seconds per step (inflated on a shared machine: compare the ratio between
+rows), and sampling images/s.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 from tempfile import TemporaryDirectory
@@ -22,7 +28,8 @@ from tempfile import TemporaryDirectory
 import lightning as L
 import torch
 
-from benchmarks.common import compose_cfg
+from benchmarks.common import compose_cfg, table
+from benchmarks.peers import DCDiscriminator, DCGenerator
 from gensuite.config import instantiate_checked
 
 COLUMNS = ["fid", "kid", "precision", "recall", "coverage", "train_s", "s_per_step", "images_per_s"]
@@ -62,7 +69,7 @@ def run_variant(loss: str, spectral_norm: bool, steps: int, extra: list[str], ou
     ema, raw = instantiate_checked(cfg, "callbacks.ema"), KeepRaw()
     trainer = L.Trainer(
         accelerator="cpu",
-        precision=cfg.trainer.precision,  # the preset's (bf16-mixed autocast)
+        precision=cfg.trainer.precision,  # the preset's (gs_fast_precision: bf16-mixed only where native)
         max_steps=steps,
         max_epochs=-1,
         limit_val_batches=0,
@@ -84,6 +91,54 @@ def run_variant(loss: str, spectral_norm: bool, steps: int, extra: list[str], ou
     return rows
 
 
+def network_times(overrides: list[str], batch: int = 128, rounds: int = 3, repeat: int = 5) -> list[dict]:
+    """Milliseconds of one forward + backward of each network alone at ``batch`` (best of ``rounds``, each the
+    mean of ``repeat`` calls after 2 warm-up calls; the four networks take turns so that load hits them alike)."""
+    cfg = compose_run(overrides, Path("/tmp/gensuite-bench"))
+    torch.manual_seed(0)
+    model = instantiate_checked(cfg, "model")
+    model.train()
+    z_dim = model.latent_dim
+    real = torch.randn(batch, cfg.data.channels, cfg.data.image_size, cfg.data.image_size)
+    nets = {
+        ("suite", "generator"): (model.decoder, torch.randn(batch, z_dim)),
+        ("suite", "discriminator"): (model.discriminator, real),
+        ("DCGAN", "generator"): (DCGenerator(), torch.randn(batch, 100)),
+        ("DCGAN", "discriminator"): (DCDiscriminator(), real),
+    }
+    best = dict.fromkeys(nets, float("inf"))
+    for _ in range(rounds):
+        for key, (net, x) in nets.items():
+            for i in range(2 + repeat):
+                if i == 2:
+                    start = time.perf_counter()
+                net(x).float().sum().backward()
+            best[key] = min(best[key], (time.perf_counter() - start) / repeat)
+    return [
+        {
+            "side": side,
+            "network": name,
+            "ms_fwd_bwd": 1e3 * best[(side, name)],
+            "parameters": sum(p.numel() for p in net.parameters()),
+        }
+        for (side, name), (net, _) in nets.items()
+    ]
+
+
+def print_network_times(rows: list[dict], batch: int = 128) -> None:
+    per_step = {
+        side: sum(r["ms_fwd_bwd"] * (1 if r["network"] == "generator" else 3) for r in rows if r["side"] == side)
+        for side in ("suite", "DCGAN")
+    }
+    threads = torch.get_num_threads()
+    print(f"\nOne network's forward + backward at batch {batch} (this process, CPU threads: {threads})\n")
+    print(table(rows, ["side", "network", "ms_fwd_bwd", "parameters"]))
+    print(
+        f"\ngenerator + 3 x discriminator per step: suite {per_step['suite']:.0f} ms, DCGAN {per_step['DCGAN']:.0f} ms "
+        f"(suite / DCGAN {per_step['suite'] / per_step['DCGAN']:.2f})"
+    )
+
+
 def print_table(rows: list[dict], steps: int) -> None:
     head = f"| variant | EMA | {' | '.join(COLUMNS)} |"
     print(f"\nGAN variants on mnist5k, {steps} generator updates each (n_critic=1), 2,000 samples per evaluation\n")
@@ -96,14 +151,19 @@ def print_table(rows: list[dict], steps: int) -> None:
         print(f"| {r['variant']} | {r['ema']} | {' | '.join(cells)} |")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=1400, help="generator updates per variant")
+    parser.add_argument("--steps", type=int, default=1240, help="generator updates per variant")
     parser.add_argument("--losses", nargs="+", default=["ns", "hinge", "wgan_gp"])
     parser.add_argument("--spectral-norm", nargs="+", default=["off", "on"], choices=["off", "on"])
+    parser.add_argument("--nets-only", action="store_true", help="only time each network's forward + backward")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every variant")
-    args = parser.parse_args()
+    # run by `python -m benchmarks <name>`, whose own arguments are the benchmark names: none of them are ours
+    args = parser.parse_args(argv if argv is not None else sys.argv[1:] if __name__ == "__main__" else [])
     torch.set_num_threads(min(2, torch.get_num_threads()))
+    print_network_times(network_times(args.overrides))
+    if args.nets_only:
+        return
     rows: list[dict] = []
     with TemporaryDirectory() as tmp:
         for loss in args.losses:
