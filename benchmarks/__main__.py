@@ -20,7 +20,8 @@ def main(names: list[str]) -> None:
         if name not in available:
             sys.exit(f"unknown benchmark {name!r}; available: {', '.join(available)}")
         print(f"\n## {name}\n", flush=True)
-        importlib.import_module(f"benchmarks.{name}").main()
+        # the command line names benchmarks: none of it is a benchmark's own argument, so each runs its defaults
+        importlib.import_module(f"benchmarks.{name}").main([])
 
 
 if __name__ == "__main__":

@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--layouts", default="same,tmpfs")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--verbose", action="store_true", help="one line per restart")
-    args = parser.parse_args(argv if argv is not None else sys.argv[1:] if __name__ == "__main__" else [])
+    args = parser.parse_args(argv)
     global VERBOSE
     VERBOSE = args.verbose
     work = Path(tempfile.mkdtemp(prefix="gensuite-chaos-"))
