@@ -20,7 +20,6 @@ rows), and sampling images/s.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 from tempfile import TemporaryDirectory
@@ -29,7 +28,7 @@ import lightning as L
 import torch
 
 from benchmarks.common import compose_cfg, table
-from benchmarks.peers import DCDiscriminator, DCGenerator
+from benchmarks.peers import DCDiscriminator, DCGenerator, n_params
 from gensuite.config import instantiate_checked
 
 COLUMNS = ["fid", "kid", "precision", "recall", "coverage", "train_s", "s_per_step", "images_per_s"]
@@ -119,7 +118,7 @@ def network_times(overrides: list[str], batch: int = 128, rounds: int = 3, repea
             "side": side,
             "network": name,
             "ms_fwd_bwd": 1e3 * best[(side, name)],
-            "parameters": sum(p.numel() for p in net.parameters()),
+            "parameters": n_params(net),
         }
         for (side, name), (net, _) in nets.items()
     ]
@@ -158,8 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--spectral-norm", nargs="+", default=["off", "on"], choices=["off", "on"])
     parser.add_argument("--nets-only", action="store_true", help="only time each network's forward + backward")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every variant")
-    # run by `python -m benchmarks <name>`, whose own arguments are the benchmark names: none of them are ours
-    args = parser.parse_args(argv if argv is not None else sys.argv[1:] if __name__ == "__main__" else [])
+    args = parser.parse_args(argv)
     torch.set_num_threads(min(2, torch.get_num_threads()))
     print_network_times(network_times(args.overrides))
     if args.nets_only:
