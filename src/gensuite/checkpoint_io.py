@@ -76,7 +76,25 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint IO with `atomic_save` (loading is Lightning's, ``weights_only`` as the trainer asks)."""
+    """Lightning's checkpoint IO with `atomic_save` (loading is Lightning's, ``weights_only`` as the trainer asks).
+
+    ``roots``: the folders this run owns (its run folder, its checkpoint folders). Removing a checkpoint (an
+    older top-k or ``last.ckpt``) unlinks one regular file inside one of them and nothing else: no other
+    filesystem protocol, no folder, no link, never recursively — Lightning's own removal is a recursive ``rm`` of
+    whatever path its callback state holds."""
+
+    def __init__(self, roots: list[str | os.PathLike] | None = None):
+        super().__init__()
+        self.roots = [os.path.realpath(r) for r in roots or []]
+
+    def remove_checkpoint(self, path) -> None:
+        text = str(path)
+        real = os.path.realpath(text)
+        owned = "://" not in text and any(os.path.dirname(real) == r or real.startswith(r + os.sep) for r in self.roots)
+        if not owned or os.path.islink(text) or not os.path.isfile(text):
+            print(f"[gensuite] warning: not removing {text}: not a checkpoint file inside this run's folders", flush=True)
+            return
+        os.unlink(text)
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
         if storage_options is not None:

@@ -43,6 +43,10 @@ def run_stamp() -> str:
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("gs_run_stamp"):
         OmegaConf.register_new_resolver("gs_run_stamp", run_stamp, use_cache=True)
+    if not OmegaConf.has_resolver("gs_epochs_unless_steps"):
+        from gensuite.callbacks.checkpoint import epochs_unless_steps
+
+        OmegaConf.register_new_resolver("gs_epochs_unless_steps", epochs_unless_steps)
     if not OmegaConf.has_resolver("gs_fast_precision"):
         OmegaConf.register_new_resolver("gs_fast_precision", fast_precision, use_cache=True)
 

@@ -55,3 +55,15 @@ def file_writer(writer):
     torch 2.x: ``SummaryWriter._get_file_writer()``; `SummaryWriter.add_hparams` would write them into a new
     sub-run folder of its own instead of the run's event file."""
     return writer._get_file_writer()
+
+
+def last_saved_step(checkpoint) -> int:
+    """The global step of the last checkpoint a `ModelCheckpoint` wrote (Lightning 2.6.6:
+    ``_last_global_step_saved``; 0 before any)."""
+    return checkpoint._last_global_step_saved
+
+
+def save_last(checkpoint, trainer: L.Trainer) -> None:
+    """Make a `ModelCheckpoint` write its ``last.ckpt`` now, as it does at its own intervals (Lightning 2.6.6:
+    ``_save_last_checkpoint(trainer, _monitor_candidates(trainer))``; it also moves ``last_model_path``)."""
+    checkpoint._save_last_checkpoint(trainer, checkpoint._monitor_candidates(trainer))

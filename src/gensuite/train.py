@@ -256,7 +256,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     callbacks.append(watch)
     logger = build_loggers(cfg)  # TensorBoard and CSV by default (conf/logger/)
     # checkpoints are written atomically beside their target (see gensuite.checkpoint_io)
-    plugins = [AtomicCheckpointIO()]
+    # ... and removed only inside the folders of this run
+    roots = [out_dir, *(cb.dirpath for cb in callbacks if getattr(cb, "dirpath", None))]
+    plugins = [AtomicCheckpointIO(roots)]
     # max_time is the TrainingClock's (callbacks.timer): given to the Trainer, it would add a wall-clock Timer
     clock = any(isinstance(cb, TrainingClock) for cb in callbacks)
     extra = {"max_time": None} if clock else {}

@@ -8,6 +8,7 @@ import lightning as L
 import numpy as np
 import torch
 
+from gensuite.callbacks.checkpoint import confine_states
 from gensuite.data.order import mark_trained, position, resume_position
 from gensuite.lightning_compat import repair_restart_after_last_batch
 
@@ -71,6 +72,16 @@ class RunState(L.Callback):
         mark_trained(trainer)
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        # every callback's state is rebuilt from this run's folders before any callback reads it
+        # (gensuite.callbacks.checkpoint): a stored path never makes a callback write or delete elsewhere
+        run_dir = str((self.config.get("paths") or {}).get("output_dir") or ".")
+        dropped = confine_states(checkpoint, trainer.callbacks, run_dir)
+        if dropped and trainer.is_global_zero:
+            print(
+                f"[gensuite] warning: the checkpoint's callback states named {len(dropped)} path(s) outside this run's "
+                f"folder, ignored: {'; '.join(dropped[:4])}" + (" ..." if len(dropped) > 4 else ""),
+                flush=True,
+            )
         # applied when training starts, after the sanity-check validation (which draws noise) has run
         self._pending_rng = checkpoint.get("gensuite_rng")
         # called before the training loader is built: it is built at the saved position
