@@ -7,7 +7,6 @@ Every crafted file and every victim lives in ``tmp_path``. Each test asserts the
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import zipfile
 from pathlib import Path
@@ -20,6 +19,7 @@ from gensuite.callbacks.checkpoint import inside
 from .conftest import TINY, run_entry
 
 SMALL = ["model=vae", "model.encoder.width=8", "model.decoder.width=8", "callbacks.evaluation.grid_size=4"]
+SMALL += ["metrics.features=none"]  # no feature network to train: these tests are about files, not quality
 
 
 def snapshot(folder: Path) -> dict[str, str]:
@@ -183,3 +183,165 @@ def test_both_intervals_at_once_is_one_clear_error(tmp_path, cache_dir):
     )
     assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-2000:]
     assert "every_n_train_steps=5 and every_n_epochs=2" in res.stderr
+
+
+# -- 3 and 5. bounded cost, and every malformed checkpoint exits 2 in one screen ----------------------------------
+def _deep(depth: int) -> dict:
+    node: dict = {"leaf": 1}
+    for _ in range(depth):
+        node = {"n": node}
+    return node
+
+
+def _rezip(src: Path, dst: Path, compression: int, extra: dict[str, bytes] | None = None) -> Path:
+    """``src``'s records written again with ``compression`` (torch reads DEFLATE records as well as stored ones)."""
+    with zipfile.ZipFile(src) as a, zipfile.ZipFile(dst, "w", compression) as b:
+        for info in a.infolist():
+            b.writestr(info.filename, a.read(info.filename) if not extra or info.filename not in extra else b"")
+    return dst
+
+
+def _latent_config(trained: Path, target: Path) -> dict:
+    """A resolved latent_diffusion model section whose autoencoder is ``target``."""
+    from gensuite.config import to_plain
+
+    from .conftest import compose_cfg
+
+    cfg = compose_cfg(["model=latent_diffusion", f"autoencoder_ckpt={target}", "sampler.steps=2"])
+    return to_plain(cfg)["model"]
+
+
+def crafted_cases(trained: Path, folder: Path) -> dict[str, tuple[Path, str]]:
+    """case -> (crafted file, words its error must hold)."""
+    ckpt = torch.load(trained, weights_only=True)
+    cases: dict[str, tuple[dict | Path, str]] = {}
+
+    def variant(name: str, words: str, change) -> None:
+        c = torch.load(trained, weights_only=True)
+        change(c)
+        cases[name] = (c, words)
+
+    variant("config 5,000 deep", "nested deeper than", lambda c: c["gensuite"]["config"].update(deep=_deep(5000)))
+    variant("gensuite a string", "not a mapping", lambda c: c.update(gensuite="vae"))
+    variant("state_dict a list", "not a mapping of names to tensors", lambda c: c.update(state_dict=[1, 2]))
+    variant("paths a string", "'paths' is a str", lambda c: c["gensuite"]["config"].update(paths="/"))
+    variant("family a number", "family is a int", lambda c: c["gensuite"].update(family=3))
+    variant("callbacks a list", "'callbacks' is a list", lambda c: c.update(callbacks=[1]))
+    variant(
+        "a 20,000 x 20,000 layer",
+        "cannot be built",
+        lambda c: c["gensuite"]["config"]["model"].update(
+            encoder={"_target_": "torch.nn.Linear", "in_features": 20000, "out_features": 20000}
+        ),
+    )
+    variant("says vae, builds gan", "builds a 'vae' one", lambda c: c["gensuite"].update(family="gan"))
+    paths = {name: folder / f"{i}.ckpt" for i, name in enumerate(cases)}
+    for name, (c, _) in cases.items():
+        torch.save(c, paths[name])
+    out = {name: (paths[name], words) for name, (_, words) in cases.items()}
+    # a checkpoint that names itself as its own autoencoder, under the family the setting asks for
+    own = folder / "self.ckpt"
+    c = dict(ckpt, gensuite={**ckpt["gensuite"], "config": {**ckpt["gensuite"]["config"]}})
+    c["gensuite"]["config"]["model"] = _latent_config(trained, own)
+    torch.save(c, own)
+    out["names itself as its autoencoder"] = (own, "leads back to itself")
+    # DEFLATE: a small file that inflates a thousandfold
+    bomb = torch.load(trained, weights_only=True)
+    bomb["state_dict"]["zeros"] = torch.zeros(50 * 2**20, dtype=torch.uint8)
+    torch.save(bomb, folder / "bomb-stored.ckpt")
+    out["deflated records (a bomb)"] = (
+        _rezip(folder / "bomb-stored.ckpt", folder / "bomb.ckpt", zipfile.ZIP_DEFLATED),
+        "compressed records",
+    )
+    (folder / "bomb-stored.ckpt").unlink()
+    (folder / "garbage.ckpt").write_bytes(b"\x80\x02not a zip at all" * 10)
+    out["not a zip"] = (folder / "garbage.ckpt", "not a checkpoint archive")
+    return out
+
+
+CASES = [
+    "config 5,000 deep",
+    "gensuite a string",
+    "state_dict a list",
+    "paths a string",
+    "family a number",
+    "callbacks a list",
+    "a 20,000 x 20,000 layer",
+    "says vae, builds gan",
+    "names itself as its autoencoder",
+    "deflated records (a bomb)",
+    "not a zip",
+]
+
+
+@pytest.fixture(scope="module")
+def crafted(trained, tmp_path_factory) -> tuple[Path, dict[str, tuple[Path, str]]]:
+    import sys
+
+    folder = tmp_path_factory.mktemp("crafted")
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(20000)  # pickling the 5,000-deep config
+    try:
+        return folder, crafted_cases(trained, folder)
+    finally:
+        sys.setrecursionlimit(limit)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_a_malformed_checkpoint_exits_2_in_one_screen(case, crafted, tmp_path):
+    folder, cases = crafted
+    path, words = cases[case]
+    before = snapshot(folder)
+    res = run_entry("sample.py", f"ckpt_path={path}", "n=4", f"out={tmp_path / 's.png'}", cwd=tmp_path)
+    assert res.returncode == 2, (case, res.stderr[-3000:])
+    assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) <= 12, res.stderr[-3000:]
+    assert res.stderr.strip().startswith("CheckpointError") and words in res.stderr, res.stderr[-3000:]
+    assert snapshot(folder) == before and not (tmp_path / "s.png").exists()
+
+
+def test_resuming_a_malformed_checkpoint_exits_2_before_training(crafted, tmp_path, cache_dir):
+    _, cases = crafted
+    res = resume(cases["paths a string"][0], tmp_path / "run", cache_dir)
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-3000:]
+    assert "'paths' is a str" in res.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_the_size_limit_is_settable(trained, tmp_path):
+    res = run_entry(
+        "sample.py", f"ckpt_path={trained}", "n=4", f"out={tmp_path / 's.png'}", cwd=tmp_path,
+        env={"GENSUITE_MAX_CHECKPOINT_BYTES": "1000"},
+    )  # fmt: skip
+    assert res.returncode == 2 and "over the limit of 1,000" in res.stderr, res.stderr[-2000:]
+    assert "GENSUITE_MAX_CHECKPOINT_BYTES" in res.stderr
+
+
+def test_a_stored_data_path_is_not_followed(trained, tmp_path, cache_dir):
+    images = tmp_path / "somebody-elses-images"
+    images.mkdir()
+    ckpt = torch.load(trained, weights_only=True)
+    ckpt["gensuite"]["config"]["data"].update(
+        {"_target_": "gensuite.data.images.ImageFolder", "path": str(images), "image_size": 1024}
+    )
+    crafted = tmp_path / "crafted.ckpt"
+    torch.save(ckpt, crafted)
+    before = snapshot(cache_dir)
+    res = run_entry("eval.py", f"ckpt_path={crafted}", f"out={tmp_path / 'e.json'}", cwd=tmp_path)
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-2000:]
+    assert f"data_path={images}" in res.stderr and "not followed" in res.stderr
+    assert snapshot(cache_dir) == before
+
+
+def test_the_suite_itself_cannot_be_declared_trusted(trained, tmp_path):
+    res = run_entry(
+        "sample.py", f"ckpt_path={trained}", "n=4", f"out={tmp_path / 's.png'}", cwd=tmp_path,
+        env={"GENSUITE_TRUSTED_MODULES": "gensuite"},
+    )  # fmt: skip
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-2000:]
+    assert "the suite's own package" in res.stderr
+
+
+def test_an_intact_checkpoint_still_samples(trained, tmp_path):
+    res = run_entry("sample.py", f"ckpt_path={trained}", "n=4", f"out={tmp_path / 's.png'}", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert (tmp_path / "s.png").is_file()

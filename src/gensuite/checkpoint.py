@@ -9,7 +9,10 @@ are ever built from a checkpoint's config.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -24,27 +27,137 @@ from gensuite.trust import check_stored_config, local_cache_dir, neutralise
 BUILT_SECTIONS = ("model", "data", "metrics")
 
 
+#: the largest checkpoint file read (bytes; ``GENSUITE_MAX_CHECKPOINT_BYTES``): its tensors are read as stored
+MAX_CHECKPOINT_BYTES = 8 * 2**30
+#: how deep and how large the plain data of a checkpoint (its config, its callback states) may be
+MAX_DEPTH, MAX_NODES = 64, 200_000
+#: how many checkpoints one load may lead to (latent diffusion -> VAE; a VQ tokenizer -> VQ-VAE)
+MAX_NESTED_LOADS = 4
+#: memory a model may register beyond its checkpoint's own tensors (non-persistent buffers: masks, tables), bytes
+MAX_EXTRA_BYTES = 256 * 2**20
+
+
+def max_checkpoint_bytes() -> int:
+    raw = os.environ.get("GENSUITE_MAX_CHECKPOINT_BYTES")
+    if raw is None:
+        return MAX_CHECKPOINT_BYTES
+    try:
+        return int(float(raw))
+    except ValueError:
+        raise CheckpointError(
+            f"GENSUITE_MAX_CHECKPOINT_BYTES={raw!r} is not a number of bytes",
+            fix="e.g. GENSUITE_MAX_CHECKPOINT_BYTES=16e9",
+        ) from None
+
+
+def _check_records(p: Path, path) -> None:
+    """A torch checkpoint is a zip of stored (uncompressed) records: refuse any other container, a compressed
+    record (torch inflates DEFLATE: 205 kB became 200 MB) and a total past `max_checkpoint_bytes`."""
+    limit = max_checkpoint_bytes()
+    size = p.stat().st_size
+    fix = "only load checkpoints written by `python train.py`; a larger one: GENSUITE_MAX_CHECKPOINT_BYTES=<bytes>"
+    if size > limit:
+        raise CheckpointError(f"ckpt_path={path} is {size:,} bytes, over the limit of {limit:,}", fix=fix)
+    try:
+        with zipfile.ZipFile(p) as archive:
+            records = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as err:
+        raise CheckpointError(
+            f"ckpt_path={path} is not a checkpoint archive (torch.save's zip format): {type(err).__name__}",
+            fix="the file is corrupt, truncated, of the legacy format, or not a PyTorch checkpoint; use another",
+        ) from err
+    packed = [r.filename for r in records if r.compress_type != zipfile.ZIP_STORED]
+    if packed:
+        raise CheckpointError(
+            f"ckpt_path={path} holds compressed records ({packed[0]}{' ...' if len(packed) > 1 else ''}); torch.save "
+            "writes none, and one compressed record can inflate a small file a thousandfold",
+            fix=fix,
+        )
+    total = sum(r.file_size for r in records)
+    if total > limit:
+        raise CheckpointError(f"ckpt_path={path} declares {total:,} bytes of records, over {limit:,}", fix=fix)
+
+
+def _check_plain(node, path, where: str) -> None:
+    """Refuse plain data nested past `MAX_DEPTH` or larger than `MAX_NODES` (iteratively: no recursion limit)."""
+    stack, count = [(node, 0)], 0
+    while stack:
+        value, depth = stack.pop()
+        count += 1
+        if depth > MAX_DEPTH or count > MAX_NODES:
+            what = f"nested deeper than {MAX_DEPTH}" if depth > MAX_DEPTH else f"larger than {MAX_NODES:,} entries"
+            raise CheckpointError(
+                f"ckpt_path={path}: its {where} is {what}", fix="only load files written by the suite"
+            )
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, (list, tuple)):
+            stack.extend((v, depth + 1) for v in value)
+
+
+#: sections of a stored config that are mappings whenever they are present
+MAPPING_SECTIONS = ("model", "data", "metrics", "trainer", "callbacks", "paths", "logger", "sampling", "sampler")
+
+
+def _check_structure(ckpt, path) -> None:
+    """The shape of a gensuite checkpoint, checked before any of it is used: a clear error, never a traceback."""
+    not_ours = CheckpointError(
+        f"ckpt_path={path} is not a gensuite checkpoint (no 'gensuite' config entry)",
+        fix="use a checkpoint written by `python train.py` (logs/runs/<run>/checkpoints/*.ckpt)",
+    )
+    if not isinstance(ckpt, dict) or "gensuite" not in ckpt or "state_dict" not in ckpt:
+        raise not_ours
+
+    def bad(what: str) -> CheckpointError:
+        return CheckpointError(f"ckpt_path={path}: {what}", fix="the file was edited or is damaged; use another")
+
+    meta = ckpt["gensuite"]
+    if not isinstance(meta, dict):
+        raise bad(f"its 'gensuite' entry is a {type(meta).__name__}, not a mapping")
+    _check_plain(meta, path, "stored config")
+    _check_plain(ckpt.get("callbacks"), path, "callback states")
+    if not isinstance(meta.get("config"), dict):
+        raise bad("its stored config is missing or not a mapping")
+    if not isinstance(meta.get("family"), (str, type(None))):
+        raise bad(f"its family is a {type(meta['family']).__name__}, not a name")
+    for section in MAPPING_SECTIONS:
+        value = meta["config"].get(section)
+        if value is not None and not isinstance(value, dict):
+            raise bad(f"its stored config's '{section}' is a {type(value).__name__}, not a mapping")
+    for key in ("state_dict", "current_model_state"):
+        weights = ckpt.get(key)
+        if key not in ckpt and key != "state_dict":
+            continue
+        if not isinstance(weights, dict) or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in weights.items()
+        ):
+            raise bad(f"its '{key}' is not a mapping of names to tensors")
+    for key in ("callbacks", "optimizer_states", "lr_schedulers", "loops", "gensuite_rng"):
+        value = ckpt.get(key)
+        if value is not None and not isinstance(value, dict if key in ("callbacks", "loops", "gensuite_rng") else list):
+            raise bad(f"its '{key}' is a {type(value).__name__}")
+
+
 def read_checkpoint(path: str | os.PathLike) -> dict:
-    """Load a checkpoint file with ``weights_only=True``; a clear error if it is missing, corrupt or not ours."""
+    """Load a checkpoint file with ``weights_only=True``; a clear error if it is missing, corrupt, too large, of
+    the wrong shape or not ours (see "What is safe to load" in the README for every limit)."""
     p = Path(os.path.expanduser(str(path)))
     if not p.is_file():
         raise CheckpointError(
             f"ckpt_path={path}: no such file",
             fix="give the path of a .ckpt file (e.g. logs/runs/.../last.ckpt)",
         )
+    _check_records(p, path)
     try:
-        ckpt = torch.load(p, map_location="cpu", weights_only=True)
+        # mmap: the tensors stay in the file's pages until used (no second copy of a large checkpoint)
+        ckpt = torch.load(p, map_location="cpu", weights_only=True, mmap=True)
     except Exception as err:
         raise CheckpointError(
             f"ckpt_path={path} cannot be read as a checkpoint ({type(err).__name__}: "
             f"{str(err).splitlines()[0][:160] if str(err) else ''})",
             fix="the file is corrupt, truncated or not a PyTorch checkpoint; use another (last.ckpt or best)",
         ) from err
-    if not isinstance(ckpt, dict) or "gensuite" not in ckpt or "state_dict" not in ckpt:
-        raise CheckpointError(
-            f"ckpt_path={path} is not a gensuite checkpoint (no 'gensuite' config entry)",
-            fix="use a checkpoint written by `python train.py` (logs/runs/<run>/checkpoints/*.ckpt)",
-        )
+    _check_structure(ckpt, path)
     return ckpt
 
 
@@ -106,29 +219,160 @@ def vq_tokenizer(path: str | None = None) -> VQTokenizer:
     return VQTokenizer(autoencoder, path)
 
 
+_loading: list[tuple[int, int]] = []  # (device, inode) of the checkpoints being loaded, outermost first
+_loaded: dict[tuple[int, int, int], torch.nn.Module] = {}  # nested loads of the load in progress, by file version
+
+
+@contextlib.contextmanager
+def _one_load(p: Path, path) -> Iterator[tuple[int, int, int]]:
+    """Refuse a load that leads back to a file being loaded (a checkpoint naming itself as its own autoencoder),
+    or more than `MAX_NESTED_LOADS` deep; a file loaded twice within one outer load is built once."""
+    st = p.stat()
+    key = (st.st_dev, st.st_ino)
+    if key in _loading:
+        raise CheckpointError(
+            f"ckpt_path={path} leads back to itself: a checkpoint that is being loaded names it again (as its "
+            "autoencoder_ckpt or tokenizer path)",
+            fix="only load checkpoints written by the suite; a latent model names another run's checkpoint",
+        )
+    if len(_loading) >= MAX_NESTED_LOADS:
+        raise CheckpointError(
+            f"ckpt_path={path}: more than {MAX_NESTED_LOADS} checkpoints lead to one another",
+            fix="only load checkpoints written by the suite",
+        )
+    _loading.append(key)
+    try:
+        yield (st.st_dev, st.st_ino, st.st_mtime_ns)
+    finally:
+        _loading.pop()
+        if not _loading:
+            _loaded.clear()
+
+
+@contextlib.contextmanager
+def _registered_as_usual() -> Iterator[None]:
+    module = torch.nn.Module
+    patched = module.register_parameter, module.register_buffer
+    module.register_parameter, module.register_buffer = _REGISTER
+    try:
+        yield
+    finally:
+        module.register_parameter, module.register_buffer = patched
+
+
+_REGISTER = torch.nn.Module.register_parameter, torch.nn.Module.register_buffer
+
+
+def _tensor_bytes(tensors) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+@contextlib.contextmanager
+def _registered_on_meta() -> Iterator[None]:
+    """Every parameter and buffer a module registers goes to the meta device as it is registered, before any
+    initialisation writes it (an ``empty`` tensor's pages are never touched, so a huge layer costs no memory). Only
+    what modules register moves: a part's own arithmetic (a noise schedule, a tokenizer's counts) runs as usual."""
+    module = torch.nn.Module
+    register_parameter, register_buffer = module.register_parameter, module.register_buffer
+
+    def parameter_on_meta(self, name, param):
+        if param is not None:
+            param = torch.nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+        register_parameter(self, name, param)
+
+    def buffer_on_meta(self, name, tensor, persistent=True):
+        register_buffer(self, name, tensor.to("meta") if tensor is not None else None, persistent)
+
+    module.register_parameter, module.register_buffer = parameter_on_meta, buffer_on_meta
+    try:
+        yield
+    finally:
+        module.register_parameter, module.register_buffer = register_parameter, register_buffer
+
+
+def _probe_shapes(cfg: DictConfig, state: dict, path) -> None:
+    """Build the model on the meta device (nothing allocated) and compare it with the checkpoint's tensors before
+    any weight is materialised: a stored config naming a 20,000 x 20,000 layer costs nothing to refuse."""
+    with _registered_on_meta():
+        probe = _build_stored(cfg, path)
+    own = probe.state_dict()
+    bad = [k for k in own if k not in state or tuple(state[k].shape) != tuple(own[k].shape)]
+    extra = sorted(set(state) - set(own))
+    if bad or extra:
+        k = bad[0] if bad else extra[0]
+        theirs = tuple(state[k].shape) if k in state else "missing"
+        mine = tuple(own[k].shape) if k in own else "missing"
+        raise CheckpointError(
+            f"ckpt_path={path}: the weights do not fit the model its config describes ({len(bad) + len(extra)} "
+            f"tensors differ; e.g. {k}: checkpoint {theirs} vs model {mine})",
+            fix="the checkpoint was edited or written by an incompatible version; retrain or use another",
+        )
+    registered = _tensor_bytes([*probe.parameters(), *probe.buffers()])
+    stored = _tensor_bytes(state.values())
+    if registered > stored + MAX_EXTRA_BYTES:
+        raise CheckpointError(
+            f"ckpt_path={path}: its model would allocate {registered:,} bytes for {stored:,} bytes of weights",
+            fix="only load checkpoints written by the suite",
+        )
+
+
+def _build_stored(cfg: DictConfig, path) -> GenerativeModule:
+    """`build_model` for a stored config: its values are untrusted, so a failure to build is the file's fault."""
+    try:
+        return build_model(cfg)
+    except CheckpointError:
+        raise
+    except ConfigError as err:  # a value of the file's, not a setting the user typed
+        raise CheckpointError(
+            f"ckpt_path={path}: its stored config cannot be built ({err.render().splitlines()[0][:200]})",
+            fix="the checkpoint was edited or written by an incompatible version; retrain or use another",
+        ) from err
+    except (TypeError, ValueError, KeyError, AttributeError, IndexError, RuntimeError, NotImplementedError) as err:
+        raise CheckpointError(
+            f"ckpt_path={path}: its stored config cannot be built ({type(err).__name__}: "
+            f"{str(err).splitlines()[0][:160] if str(err) else ''})",
+            fix="the checkpoint was edited or written by an incompatible version; retrain or use another",
+        ) from err
+
+
 def load_model(
     path: str | os.PathLike, expect_family: str | tuple[str, ...] | None = None, map_location: str = "cpu"
 ) -> tuple[torch.nn.Module, DictConfig]:
     """Rebuild the model of a checkpoint from the config inside it and load its weights (EMA weights where the
     run used EMA: Lightning's EMA callback stores them as the checkpoint's ``state_dict``)."""
-    ckpt = read_checkpoint(path)
-    family = ckpt["gensuite"].get("family")
-    expected = (expect_family,) if isinstance(expect_family, str) else expect_family
-    if expected and family not in expected:
-        raise CheckpointError(
-            f"ckpt_path={path} holds a '{family}' model, but a {' or '.join(expected)} checkpoint is needed here",
-            fix=f"give a checkpoint trained with model={expected[0]}",
-        )
-    cfg = checkpoint_config(ckpt)
-    model = build_model(cfg)
-    try:
-        model.load_state_dict(ckpt["state_dict"])
-    except RuntimeError as err:
-        raise CheckpointError(
-            f"ckpt_path={path}: the weights do not fit the model its config describes ({str(err).splitlines()[0]})",
-            fix="the checkpoint was edited or written by an incompatible version; retrain or use another",
-        ) from err
-    return model.to(map_location).eval(), cfg
+    p = Path(os.path.expanduser(str(path)))
+    ckpt = read_checkpoint(p)
+    with _one_load(p, path) as version:
+        if version in _loaded:
+            return _loaded[version], checkpoint_config(ckpt)
+        family = ckpt["gensuite"].get("family")
+        expected = (expect_family,) if isinstance(expect_family, str) else expect_family
+        if expected and family not in expected:
+            raise CheckpointError(
+                f"ckpt_path={path} holds a '{family}' model, but a {' or '.join(expected)} checkpoint is needed here",
+                fix=f"give a checkpoint trained with model={expected[0]}",
+            )
+        cfg = checkpoint_config(ckpt)
+        _probe_shapes(cfg, ckpt["state_dict"], path)
+        with _registered_as_usual():  # the real model, also when an outer load is probing on the meta device
+            model = _build_stored(cfg, path)
+        built = getattr(model, "family", None)
+        if built != family or (expected and built not in expected):
+            raise CheckpointError(
+                f"ckpt_path={path} says it holds a '{family}' model, but its config builds a '{built}' one",
+                fix="the checkpoint was edited; use another",
+            )
+        try:
+            model.load_state_dict(ckpt["state_dict"])
+        except RuntimeError as err:
+            raise CheckpointError(
+                f"ckpt_path={path}: the weights do not fit the model its config describes ({str(err).splitlines()[0]})",
+                fix="the checkpoint was edited or written by an incompatible version; retrain or use another",
+            ) from err
+        model = model.to(map_location).eval()
+        if len(_loading) > 1:
+            _loaded[version] = model
+        return model, cfg
 
 
 RESUMABLE = ("last.ckpt", "interrupted.ckpt")

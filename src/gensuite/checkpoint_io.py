@@ -92,7 +92,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         real = os.path.realpath(text)
         owned = "://" not in text and any(os.path.dirname(real) == r or real.startswith(r + os.sep) for r in self.roots)
         if not owned or os.path.islink(text) or not os.path.isfile(text):
-            print(f"[gensuite] warning: not removing {text}: not a checkpoint file inside this run's folders", flush=True)
+            print(f"[gensuite] warning: not removing {text}: not a checkpoint file in this run's folders", flush=True)
             return
         os.unlink(text)
 

@@ -25,6 +25,7 @@ from gensuite.config import instantiate_checked
 from gensuite.errors import ConfigError
 from gensuite.sample import apply_sampling, pick_device
 from gensuite.train import collect_metrics, print_summary
+from gensuite.trust import STORED_DATA_PATH
 
 
 def metrics_config(cfg: DictConfig, run_cfg: DictConfig) -> DictConfig:
@@ -82,6 +83,28 @@ def check_source(cfg: DictConfig) -> str:
     return "ckpt" if ckpt else "samples"
 
 
+def confirm_data_path(cfg: DictConfig, run_cfg: DictConfig) -> None:
+    """A checkpoint's data read from a folder or file: the path stored in it is never followed (the file could
+    name any folder, at any image size, and fill the cache); the user names it with ``data_path=``."""
+    stored, given = run_cfg.get(STORED_DATA_PATH), cfg.get("data_path")
+    if stored is None and given is None:
+        return
+    if stored is None:
+        raise ConfigError(
+            "data_path= was given but this checkpoint's data is not read from a folder or file",
+            keys=("data_path",),
+            fix="drop data_path=",
+        )
+    if given is None:
+        raise ConfigError(
+            f"this checkpoint's data ({str(run_cfg.data.get('_target_', '?')).rsplit('.', 1)[-1]}) was read from "
+            f"{stored!r}; a path stored in a checkpoint is not followed (the file may come from someone else)",
+            keys=("data_path",),
+            fix=f"name the data yourself: data_path={stored}",
+        )
+    run_cfg.data.path = str(given)
+
+
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if check_source(cfg) == "samples":
         return evaluate_samples(cfg)
@@ -94,6 +117,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("seed") is not None:
         L.seed_everything(int(cfg.seed), verbose=False)
     run_cfg.metrics = metrics_config(cfg, run_cfg)
+    confirm_data_path(cfg, run_cfg)
     datamodule = instantiate_checked(run_cfg, "data")
     evaluator = instantiate_checked(run_cfg, "metrics")
     device = pick_device(cfg.device)

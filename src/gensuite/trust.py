@@ -13,6 +13,9 @@ prefix reaches whatever that module imported. Hence, for every ``_target_`` in a
 3. names under a prefix the user declared trusted (``GENSUITE_TRUSTED_MODULES=mypkg,otherpkg``: their own
    families and parts) must resolve to a class or function *defined* in that package (its ``__module__``), and
    no name may hold a dunder — so ``mypkg.os.system`` is refused like ``gensuite.checkpoint.os.system``.
+   Declaring a package trusts its code: resolving ``mypkg.sub.Thing`` imports ``mypkg`` and ``mypkg.sub``, and
+   whatever those modules do on import runs before the identity check. The suite's own package (and any prefix
+   of it) cannot be declared: its names go through the exact set of 1. only.
 
 Interpolations (``${...}``) are refused anywhere in a stored config: a stored config is resolved when it is
 written, so one in a checkpoint was put there by hand, and it could pull an unchecked section into a checked one
@@ -105,6 +108,13 @@ def trusted_modules() -> tuple[str, ...]:
                 f"{TRUSTED_ENV}={raw!r}: {p!r} is not a module name",
                 fix=f"list module prefixes, comma-separated: {TRUSTED_ENV}=mypkg,otherpkg",
             )
+        if _in_package(p, "gensuite") or _in_package("gensuite", p):
+            raise CheckpointError(
+                f"{TRUSTED_ENV}={raw!r}: {p!r} names the suite's own package, whose classes a stored config may "
+                "build through the exact allowlist only (its helper functions, e.g. the checkpoint writer, are never "
+                "model targets)",
+                fix=f"name only your own packages: {TRUSTED_ENV}=mypkg",
+            )
     return prefixes
 
 
@@ -157,6 +167,7 @@ def _walk(node: Any, where: str) -> Iterator[tuple[Any, str]]:
 
 def check_stored_config(plain: Any, sections: tuple[str, ...]) -> None:
     """Refuse a stored config (plain data) that interpolates, or whose `sections` name anything not allowed."""
+    trusted_modules()  # a malformed or refused declaration is an error whatever the config names
     if not isinstance(plain, dict):
         raise CheckpointError("the stored config is not a mapping", fix="only load files written by the suite")
     for node, where in _walk(plain, ""):
@@ -176,17 +187,34 @@ def check_stored_config(plain: Any, sections: tuple[str, ...]) -> None:
                 resolve_target(node["_target_"], where)
 
 
+#: where a stored config's data would be read from, and what `neutralise` keeps of it (the key a user confirms)
+STORED_DATA_PATH = "stored_data_path"
+
+
 def neutralise(plain: dict, sections: tuple[str, ...], cache_dir: str) -> dict:
-    """Settings of a stored config that would write or download where the file says: the local ones instead."""
+    """Settings of a stored config that would read, write or download where the file says: the local ones instead.
+
+    ``cache_dir`` becomes the local cache, ``download`` false, a torchvision ``root`` the local data folder, and
+    the data's ``path`` (an image folder, a text file) is not followed at all: it is kept under
+    `STORED_DATA_PATH` for the message that asks the user to confirm it (``eval.py ... data_path=<folder>``)."""
     for section in sections:
-        for node, _ in _walk(plain.get(section), section):
+        for node, where in _walk(plain.get(section), section):
             if isinstance(node, dict):
                 if "cache_dir" in node:
                     node["cache_dir"] = cache_dir
                 if "download" in node:
                     node["download"] = False
+                if where == "data" and "root" in node:
+                    node["root"] = local_data_dir()
+                if where == "data" and node.get("path") is not None:
+                    plain[STORED_DATA_PATH] = node["path"]
+                    node["path"] = None
     return plain
 
 
 def local_cache_dir() -> str:
     return os.environ.get("GENSUITE_CACHE_DIR", ".cache/gensuite")
+
+
+def local_data_dir() -> str:
+    return os.environ.get("GENSUITE_DATA_DIR", "data")

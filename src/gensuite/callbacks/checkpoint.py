@@ -69,7 +69,7 @@ def _confine_checkpoint_state(state: dict, dirpath: str) -> list[str]:
     best = state.get(_CHECKPOINT_PATH_KEYS)
     if isinstance(best, dict) or best is not None:
         kept = {}
-        for path, score in (best.items() if isinstance(best, dict) else []):
+        for path, score in best.items() if isinstance(best, dict) else []:
             rebuilt = inside(path, dirpath) if same else None
             if rebuilt is None:
                 dropped.append(f"{_CHECKPOINT_PATH_KEYS}[{path!r}]")
@@ -156,9 +156,9 @@ class RunCheckpoint(ModelCheckpoint):
         self._save_final(trainer)  # a stop the last batch could not foresee (early stopping at a validation)
 
     def _save_final(self, trainer) -> None:
-        if self.save_last and not trainer.fast_dev_run and trainer.global_step > 0:
-            if lightning_compat.last_saved_step(self) != trainer.global_step:
-                lightning_compat.save_last(self, trainer)
+        done = lightning_compat.last_saved_step(self) == trainer.global_step
+        if self.save_last and not trainer.fast_dev_run and trainer.global_step > 0 and not done:
+            lightning_compat.save_last(self, trainer)
 
 
 def _last_batch(trainer, batch_idx: int) -> bool:
