@@ -83,6 +83,9 @@ def test_real_images_score_near_the_floor_and_noise_scores_far(mnist, evaluator)
     floor = real["val/fid_classifier_floor"]
     assert real["val/fid_classifier"] == pytest.approx(floor, rel=1e-6)  # the same images as the floor's
     assert noise["val/fid_classifier"] > 100 * max(floor, 1e-3)
+    # the val split's reference (what chooses) is other real images than the test split's (what reports)
+    assert real["val/fid_classifier_val"] < 3 * max(floor, 1e-3) and noise["val/fid_classifier_val"] > 100 * floor
+    assert real["val/fid_classifier_val"] != real["val/fid_classifier"]
     assert noise["val/kid_classifier"] > 10 * max(real["val/kid_classifier"], 1e-4)
     assert real["val/coverage_classes"] == 10 and noise["val/coverage_classes"] <= 3
     assert real["val/precision_classifier"] > 0.6 and real["val/recall_classifier"] > 0.6

@@ -42,6 +42,7 @@ def test_run_writes_metrics_checkpoints_samples(vae_run):
         "val/kid_classifier_floor",
         "val/fid_classifier_train",
         "val/fid_classifier_train_floor",
+        "val/fid_classifier_val",  # against the val split: what checkpoints and sweeps choose by
         "val/copy_rate_classifier",
         "val/copy_rate_pixels",
         "val/fid_classifier_lo",

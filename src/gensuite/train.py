@@ -56,6 +56,25 @@ def check_environment(cfg: DictConfig) -> None:
         )
 
 
+def check_selection(cfg: DictConfig) -> None:
+    """The validation split chooses, the test split only reports: a checkpoint, early stop or sweep that would pick
+    by a metric measured against the held-out test split is refused before anything is built."""
+    from gensuite.metrics.evaluator import selects_on_test
+
+    chosen = {
+        f"callbacks.{name}.monitor": (node or {}).get("monitor") for name, node in (cfg.get("callbacks") or {}).items()
+    }
+    chosen["optimized_metric"] = cfg.get("optimized_metric")
+    for key, metric in chosen.items():
+        if selects_on_test(metric):
+            raise ConfigError(
+                f"{key}={metric} is measured against the held-out test split, which reports and never chooses "
+                "(a checkpoint or a sweep picked by it would overstate the test numbers)",
+                keys=(key,),
+                fix=f"choose by the val split's reference: {key}={metric}_val",
+            )
+
+
 def check_trainer_for_model(cfg: DictConfig, model: L.LightningModule) -> None:
     """Trainer settings Lightning refuses for this model (``MisconfigurationException`` from inside ``fit``, a
     traceback), caught before the trainer is built: under manual optimisation (``automatic_optimization=False``,
@@ -240,6 +259,7 @@ def compile_parts(model: L.LightningModule) -> None:
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train one model as configured and evaluate it. Returns metrics and the objects (for tests and sweeps)."""
     check_environment(cfg)
+    check_selection(cfg)
     out_dir = prepare_output_dir(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True, verbose=False)

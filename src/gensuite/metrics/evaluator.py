@@ -11,6 +11,9 @@ References (features cached on disk by a fingerprint of data, split, resolution 
   the data's ``test`` split, which no model trains on and no checkpoint is chosen by. The floor
   (``val/fid_<ex>_floor``) is what a perfect model would score: as many real *training* images as there are
   samples, against the same held-out reference.
+- **validation** (``val/fid_<ex>_val``): the samples against the data's ``val`` split, the number that chooses:
+  checkpoints, early stopping and sweeps monitor it (`selects_on_test` refuses a held-out key there), so the
+  held-out numbers only report. Where the data has no test split the two references are the same images.
 - **train** (``val/fid_<ex>_train``, with ``val/fid_<ex>_train_floor``): samples against half A of the training
   split, the floor half B against half A. A model that copies its training images scores at this floor; the gap
   between the held-out and the train-referenced FID is how much closer the samples are to what was trained on.
@@ -36,6 +39,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import time
 import warnings
 from collections.abc import Callable
@@ -78,6 +82,15 @@ N_SAMPLES_KEY = "eval/n_samples"
 def space_key(metric: str, space: str, variant: str = "") -> str:
     """The key of ``metric`` in ``space``: ``val/fid_ssl``; a variant: ``val/fid_ssl_floor``, ``..._train``."""
     return f"val/{metric}_{space}" + (f"_{variant}" if variant else "")
+
+
+#: sample metrics measured against the held-out test reference (or its threshold): they report, never choose
+_HELD_OUT = re.compile(r"^val/(fid|kid|precision|recall|density|coverage|copy_rate)_(?!.*_(val|train)$)")
+
+
+def selects_on_test(key: str | None) -> bool:
+    """Whether a monitored / optimised metric ``key`` is measured against the held-out test split."""
+    return bool(key) and bool(_HELD_OUT.match(str(key)))
 
 
 # KID and IS keep their inputs (here: features) in memory, which is what we want; silence the reminder.
@@ -280,13 +293,16 @@ class Evaluator:
     def _reference(self, datamodule, ext: nn.Module, held_out: str, size: int, device) -> dict:
         """Features (and logits, labels) of ``size`` training and up to ``reference_size`` held-out images in
         the space of ``ext``, cached; and the copy-rate threshold of that space."""
-        key = f"{datamodule.name}-{datamodule.fingerprint()}-{ext.name}-{ext.fingerprint}-{size}-{held_out}-v2"
+        key = f"{datamodule.name}-{datamodule.fingerprint()}-{ext.name}-{ext.fingerprint}-{size}-{held_out}-v3"
         path = Path(self.cache_dir) / "reference" / f"{key}.pt"
         if path.exists():
             ref = torch.load(path, map_location="cpu", weights_only=True)
         else:
             ref = {}
-            for part, (split, n) in {"train": ("train", size), "test": (held_out, self.reference_size)}.items():
+            parts = {"train": ("train", size), "test": (held_out, self.reference_size)}
+            if held_out != "val":
+                parts["val"] = ("val", self.reference_size)
+            for part, (split, n) in parts.items():
                 x, y = datamodule.real_images(split, n)
                 f, logits = self._features(ext, x, device)
                 ref[part] = {"features": f, "labels": y, "logits": logits}
@@ -295,6 +311,7 @@ class Evaluator:
             tmp = path.with_suffix(f".tmp{os.getpid()}")
             torch.save(ref, tmp)
             os.replace(tmp, path)
+        ref.setdefault("val", ref["test"])  # no test split: the held-out reference is the val split already
         ref["threshold"] = torch.quantile(nearest(ref["test"]["features"], ref["train"]["features"]), COPY_QUANTILE)
         return ref
 
@@ -481,6 +498,7 @@ class Evaluator:
             space_key("fid", ext): fid_from_features(test, fake),
             space_key("kid", ext): kid(test, fake),
             space_key("fid", ext, "train"): fid_from_features(train_a, fake),
+            space_key("fid", ext, "val"): fid_from_features(ref["val"]["features"].double(), fake),
             **self._floors[ext, n],
         }
         prdc = precision_recall_density_coverage(test[:n], fake, k=self.pr_k)
