@@ -135,7 +135,7 @@ def test_lock_file_is_never_opened_through_a_link(tmp_path):
 def test_run_folder_check_covers_every_listed_name(tmp_path):
     assert LOCK_NAME in RUN_FOLDER_NAMES
     bashrc = victim(tmp_path)
-    for name in [*RUN_FOLDER_NAMES, "reconstructions.png"]:
+    for name in [*RUN_FOLDER_NAMES, "reconstructions.png", "tensorboard/events.out.tfevents.1.host.1.0"]:
         run = tmp_path / f"run-{abs(hash(name))}"
         run.mkdir()
         link = plant(run / name, bashrc)
@@ -243,7 +243,9 @@ def test_train_refuses_a_run_folder_with_a_planted_link(name, tmp_path, cache_di
         target = tmp_path / "elsewhere"
         target.mkdir()
     link = plant(run / name, target)
-    proc = run_entry("train.py", *TINY, *SMALL_VAE, f"paths.cache_dir={cache_dir}", f"hydra.run.dir={run}", cwd=tmp_path)
+    proc = run_entry(
+        "train.py", *TINY, *SMALL_VAE, f"paths.cache_dir={cache_dir}", f"hydra.run.dir={run}", cwd=tmp_path
+    )
     assert_refused(proc, link, target, bashrc)
     assert not (run / "train.log").is_file() or name == "train.log"  # refused before Hydra wrote anything
     if name == "checkpoints":

@@ -58,8 +58,9 @@ RUN_FOLDER_NAMES = (
     "csv/metrics.csv",
     "csv/hparams.yaml",
 )
-# the names that vary (a family's picture panels, eval.py's and sample.py's outputs, the best checkpoints)
-RUN_FOLDER_PATTERNS = ("*.png", "*.txt", "*.json", "*.npz", "checkpoints/*.ckpt")
+# the names that vary (a family's picture panels, eval.py's and sample.py's outputs, the best checkpoints, the
+# TensorBoard event files): anything in the folders that the suite and its libraries own
+RUN_FOLDER_PATTERNS = ("*.png", "*.txt", "*.json", "*.npz", ".hydra/*", "checkpoints/*", "tensorboard/*", "csv/*")
 
 
 def _umask() -> int:
