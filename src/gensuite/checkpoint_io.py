@@ -5,14 +5,14 @@ temporary directory; when that is another filesystem than the run (node-local ``
 the final step is a copy, and a kill during it leaves a truncated file and a leaked temporary one. Here the
 temporary file is created beside the target, flushed and fsynced, then `os.replace`d over it (atomic on POSIX
 within one filesystem), and the folder is fsynced so the rename survives a crash. Any failure removes the
-temporary file; a full disk says so and leaves the previous checkpoint intact.
+temporary file; a full disk says so and leaves the previous checkpoint intact. A symbolic link standing at the
+checkpoint's name (or at ``checkpoints/`` in the run folder) is refused, not replaced (`gensuite.safe_files`).
 """
 
 from __future__ import annotations
 
 import errno
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,36 +20,28 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from gensuite.errors import CheckpointError
+from gensuite.safe_files import atomic_writer
 
 TMP_SUFFIX = ".ckpt-tmp"
 
 
-def atomic_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save(obj, path)``, all or nothing."""
+def atomic_save(obj: Any, path: str | os.PathLike, root: str | os.PathLike | None = None) -> None:
+    """``torch.save(obj, path)``, all or nothing; a link at ``path`` (or at a folder of it below ``root``, the
+    run folder) is a `ConfigError` naming it."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # the writer's pid is in the name, so a later run removes only the leftovers of dead writers
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=TMP_SUFFIX, dir=target.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
+        # private (0o600) as before; the writer's pid is in the temporary's name, so a later run removes only
+        # the leftovers of dead writers (remove_stale_temporaries)
+        with atomic_writer(target, "hydra.run.dir", root, private=True, suffix=TMP_SUFFIX) as f:
             torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException as err:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
             raise CheckpointError(
                 f"the disk is full: cannot write the checkpoint {target} ({err.strerror}); the previous checkpoint "
                 "is intact",
                 fix="free space on that filesystem (or point paths.log_dir elsewhere), then resume: ckpt_path=last",
             ) from err
         raise
-    dir_fd = os.open(target.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def _alive(pid: int) -> bool:
@@ -78,14 +70,15 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning's checkpoint IO with `atomic_save` (loading is Lightning's, ``weights_only`` as the trainer asks).
 
-    ``roots``: the folders this run owns (its run folder, its checkpoint folders). Removing a checkpoint (an
-    older top-k or ``last.ckpt``) unlinks one regular file inside one of them and nothing else: no other
-    filesystem protocol, no folder, no link, never recursively — Lightning's own removal is a recursive ``rm`` of
-    whatever path its callback state holds."""
+    ``root``: the run folder, below which no folder of a checkpoint may be a link. ``roots``: the folders this run
+    owns (its run folder, its checkpoint folders). Removing a checkpoint (an older top-k or ``last.ckpt``) unlinks
+    one regular file inside one of them and nothing else: no other filesystem protocol, no folder, no link, never
+    recursively — Lightning's own removal is a recursive ``rm`` of whatever path its callback state holds."""
 
-    def __init__(self, roots: list[str | os.PathLike] | None = None):
+    def __init__(self, root: str | os.PathLike | None = None, roots: list[str | os.PathLike] | None = None):
         super().__init__()
-        self.roots = [os.path.realpath(r) for r in roots or []]
+        self.root = root
+        self.roots = [os.path.realpath(r) for r in ([root] if root else []) + list(roots or [])]
 
     def remove_checkpoint(self, path) -> None:
         text = str(path)
@@ -99,4 +92,4 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
         if storage_options is not None:
             raise TypeError("storage_options are not supported by AtomicCheckpointIO")
-        atomic_save(checkpoint, path)
+        atomic_save(checkpoint, path, self.root)

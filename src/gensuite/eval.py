@@ -23,6 +23,7 @@ from gensuite.callbacks.evaluation import Evaluation
 from gensuite.checkpoint import load_model
 from gensuite.config import instantiate_checked
 from gensuite.errors import ConfigError
+from gensuite.safe_files import refuse_link, write_text_atomic
 from gensuite.sample import apply_sampling, pick_device
 from gensuite.train import collect_metrics, print_summary
 from gensuite.trust import STORED_DATA_PATH
@@ -105,6 +106,19 @@ def confirm_data_path(cfg: DictConfig, run_cfg: DictConfig) -> None:
     run_cfg.data.path = str(given)
 
 
+def output_path(cfg: DictConfig, default: Path, folder: Path) -> tuple[Path, Path | None]:
+    """Where the metrics go (``out=``, else ``default`` in ``folder``) and the folder below which no link may
+    stand (None for the user's own ``out=``), checked now: a planted link costs no evaluation."""
+    out, root = (Path(cfg.out), None) if cfg.get("out") else (default, folder)
+    refuse_link(out, "out", root, "the metrics")
+    return out, root
+
+
+def write_json(out: Path, metrics: dict[str, Any], root: Path | None) -> None:
+    """The metrics as JSON, written beside ``out`` and renamed over it, never through a link (gensuite.safe_files)."""
+    write_text_atomic(out, json.dumps(metrics, indent=2, sort_keys=True, default=str) + "\n", "out", root)
+
+
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if check_source(cfg) == "samples":
         return evaluate_samples(cfg)
@@ -123,6 +137,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     device = pick_device(cfg.device)
     ckpt = Path(cfg.ckpt_path)
     run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+    out, root = output_path(cfg, run_dir / f"eval-{ckpt.stem}.json", run_dir)
     trainer = L.Trainer(
         accelerator="gpu" if device.type == "cuda" else "cpu",
         devices=1,
@@ -135,8 +150,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     metrics = collect_metrics(trainer, model)
     metrics.pop("train/global_step", None), metrics.pop("train/epochs", None)
     metrics["eval/ckpt_path"] = str(ckpt)
-    out = Path(cfg.out) if cfg.get("out") else run_dir / f"eval-{ckpt.stem}.json"
-    out.write_text(json.dumps(metrics, indent=2, sort_keys=True, default=str) + "\n")
+    write_json(out, metrics, root)
     print_summary(metrics, run_dir)
     print(f"[gensuite] metrics written to {out}")
     return metrics
@@ -154,6 +168,8 @@ def evaluate_samples(cfg: DictConfig) -> dict[str, Any]:
             fix="data=<image data> (mnist5k, digits, image_folder, ...); score a text model with ckpt_path=",
         )
     path = Path(cfg.samples).expanduser()
+    name = path.name if path.is_dir() else path.stem
+    out, root = output_path(cfg, path.parent / f"eval-{name}.json", path.parent)
     array, source = samples_io.read_samples(path, datamodule.channels)
     images, notes = samples_io.as_images(
         array, datamodule.channels, datamodule.image_size, source, f"data={datamodule.name}"
@@ -179,10 +195,7 @@ def evaluate_samples(cfg: DictConfig) -> dict[str, Any]:
         metrics["eval/notes"] = " | ".join(notes)
     metrics["eval/samples_path"] = str(path)
     metrics["eval/data"] = datamodule.name
-    name = path.name if path.is_dir() else path.stem
-    out = Path(cfg.out) if cfg.get("out") else path.parent / f"eval-{name}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(metrics, indent=2, sort_keys=True, default=str) + "\n")
+    write_json(out, metrics, root)
     print_metrics(metrics, f"{len(images)} samples against data={datamodule.name}")
     for note in notes:
         print(f"[gensuite] note: {note}")

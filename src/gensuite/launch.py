@@ -95,20 +95,17 @@ def _set_run_dir(hc, value: str) -> None:
 
 class OutputDirCheck(Callback):
     """Hydra callback: a run folder that cannot be created is reported in words before Hydra tries (and fails
-    with a traceback) to create it."""
+    with a traceback) to create it; a training's run folder holding a link where an output goes is refused before
+    Hydra writes ``.hydra/`` and ``train.log`` through it (`gensuite.safe_files.check_run_folder`)."""
 
     def on_run_start(self, config, **kwargs) -> None:
-        self._check(config, "run")
-        if kwargs.get("config_name") == "train":
+        training = kwargs.get("config_name") == "train"
+        self._check(config, "run", run_folder=training)
+        if training:
             # one run per folder: take the lock before Hydra writes .hydra/ and train.log (gensuite.run_lock)
-            from gensuite.errors import ConfigError
             from gensuite.run_lock import hold_run_folder
 
-            try:
-                hold_run_folder(str(config.hydra.run.dir))
-            except ConfigError as error:
-                print("\n" + error.render() + "\n", file=sys.stderr, flush=True)
-                sys.exit(error.exit_code)
+            self._exit_on_error(hold_run_folder, str(config.hydra.run.dir))
 
     def on_run_end(self, config, **kwargs) -> None:
         from gensuite.run_lock import release_all
@@ -119,22 +116,33 @@ class OutputDirCheck(Callback):
         self._check(config, "sweep")
 
     @classmethod
-    def _check(cls, config, mode: str) -> None:
+    def _check(cls, config, mode: str, run_folder: bool = False) -> None:
         from hydra.core.hydra_config import HydraConfig
 
         HydraConfig.instance().set_config(config)  # the folder name interpolates ${hydra:runtime.choices...}
-        cls._check_folder(str(config.hydra[mode].dir))
+        cls._check_folder(str(config.hydra[mode].dir), run_folder)
 
     @staticmethod
-    def _check_folder(folder: str) -> None:
+    def _exit_on_error(check, *args) -> None:
+        from gensuite.errors import ConfigError
+
+        try:
+            check(*args)
+        except ConfigError as error:
+            print("\n" + error.render() + "\n", file=sys.stderr, flush=True)
+            sys.exit(error.exit_code)
+
+    @classmethod
+    def _check_folder(cls, folder: str, run_folder: bool = False) -> None:
+        from gensuite.errors import ConfigError
+        from gensuite.safe_files import check_run_folder, probe_writable
+
+        if run_folder:  # links planted at (or in) the run folder: before anything is created or written there
+            cls._exit_on_error(check_run_folder, folder)
         try:
             Path(folder).mkdir(parents=True, exist_ok=True)
-            probe = Path(folder) / ".write-test"
-            probe.write_text("ok")
-            probe.unlink()
+            probe_writable(folder)  # a fresh name, O_EXCL | O_NOFOLLOW: never another's file or link
         except OSError as err:
-            from gensuite.errors import ConfigError
-
             error = ConfigError(
                 f"cannot create the run folder {folder} ({type(err).__name__}: {err.strerror or err})",
                 fix="point paths.log_dir (or hydra.run.dir) at a writable folder, e.g. paths.log_dir=logs",

@@ -13,6 +13,8 @@ now holds the lock; the second stops with a `ConfigError` (exit 2) naming the ho
   (with ``LOCAL_RANK`` / ``NODE_RANK`` set), torchrun sets ``RANK``, srun ``SLURM_PROCID``.
 - Re-entrant within a process: the Hydra callback (`gensuite.launch.OutputDirCheck`) takes it before Hydra writes
   ``.hydra/`` and ``train.log`` into the folder, then `gensuite.train.prepare_output_dir` finds it already held.
+- Never through a link: the file is created with ``O_CREAT | O_EXCL`` or opened with ``O_NOFOLLOW``; a link
+  planted at its name is a `ConfigError` and is left as found (`gensuite.safe_files.open_new_or_own`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from datetime import datetime
 from pathlib import Path
 
 from gensuite.errors import ConfigError
+from gensuite.safe_files import open_new_or_own
 
 LOCK_NAME = ".gensuite.lock"
 # after a kill -9, forked DataLoader workers share the dead holder's open file (and its flock) until they notice
@@ -93,7 +96,7 @@ def hold_run_folder(folder: str | os.PathLike) -> None:
         return
     deadline = time.monotonic() + ORPHAN_WAIT_S
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)  # not inherited by exec'd children (PEP 446)
+        fd = _open(path)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -111,7 +114,7 @@ def hold_run_folder(folder: str | os.PathLike) -> None:
                 raise
             return _hold_without_flock(folder, path)
         try:  # a holder that released meanwhile unlinked this file: lock the one now at the path instead
-            same = os.path.samestat(os.fstat(fd), os.stat(path))
+            same = os.path.samestat(os.fstat(fd), os.lstat(path))
         except FileNotFoundError:
             same = False
         if same:
@@ -129,6 +132,11 @@ def hold_run_folder(folder: str | os.PathLike) -> None:
         )
 
 
+def _open(path: Path) -> int:
+    """The lock file's fd, never through a link (not inherited by exec'd children: O_CLOEXEC)."""
+    return open_new_or_own(path, "hydra.run.dir", "the run-folder lock")
+
+
 def _write(fd: int) -> None:
     os.ftruncate(fd, 0)
     os.lseek(fd, 0, os.SEEK_SET)
@@ -139,7 +147,7 @@ def _write(fd: int) -> None:
 def _hold_without_flock(folder: Path, path: Path) -> None:
     """A filesystem without flock (e.g. Lustre mounted without ``-o flock``): judge by the recorded pid. This
     catches a live run on this host but is not race-free, and a run on another host always counts as alive."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _open(path)
     holder = _read(fd)
     if holder and holder.get("pid") != os.getpid() and _alive_here(holder):
         os.close(fd)
@@ -154,7 +162,8 @@ def release_all() -> None:
     for path, fd in list(_held.items()):
         del _held[path]
         with contextlib.suppress(OSError):  # unlink before unlocking: a waiting taker sees its file is gone
-            os.unlink(path)
+            if os.path.samestat(os.fstat(fd), os.lstat(path)):  # only our file: never what replaced it
+                os.unlink(path)
         with contextlib.suppress(OSError):  # (not flock'ed without flock support)
             fcntl.flock(fd, fcntl.LOCK_UN)  # also for forked DataLoader workers sharing this open file
         os.close(fd)

@@ -8,6 +8,7 @@ Reading and writing sample files is `gensuite.samples_io`.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from gensuite.checkpoint import load_model
 from gensuite.config import instantiate_checked
 from gensuite.errors import ConfigError
 from gensuite.families import conditioning
+from gensuite.safe_files import refuse_link, write_bytes_atomic, write_text_atomic
 
 FORMATS = {"grid": "a PNG grid", "npz": "uint8 (N, H, W, C) under 'samples' in an .npz", "png": "a folder of PNGs"}
 TEXT_FORMATS = {"grid": "the samples as a .txt file"}
@@ -162,6 +164,12 @@ def sample(cfg: DictConfig) -> Path:
     ckpt = Path(cfg.ckpt_path)
     run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
     stem = f"samples-{cfg.n}-seed{cfg.seed}"
+    ext = {"npz": ".npz", "png": ""}.get(fmt, ".txt" if is_text(model, run_cfg) else ".png")
+    path = Path(cfg.out) if cfg.out else run_dir / f"{stem}{ext}"
+    # a default name is in the run folder, where nothing at or below it may be a link; out= is the user's: only a
+    # link at the name itself is refused. Checked before drawing, and again at the write (gensuite.safe_files)
+    root = None if cfg.out else run_dir
+    refuse_link(path, "out", root, "the samples")
     raw = fmt in ("npz", "png")  # uint8 batch by batch: 4x less memory than floats for large n
     parts, label_parts = [], []
     for x, y in draw(model, int(cfg.n), g, int(cfg.batch_size), labels):
@@ -171,19 +179,18 @@ def sample(cfg: DictConfig) -> Path:
     if raw:
         samples = np.concatenate(parts)
         if fmt == "npz":
-            path = samples_io.write_npz(Path(cfg.out) if cfg.out else run_dir / f"{stem}.npz", samples, labels)
+            samples_io.write_npz(path, samples, labels, root)
         else:
-            path = samples_io.write_png_folder(Path(cfg.out) if cfg.out else run_dir / stem, samples, labels)
+            samples_io.write_png_folder(path, samples, labels, root)
     elif torch.is_floating_point(parts[0]) and parts[0].dim() == 4:
         out = torch.cat(parts)
-        path = Path(cfg.out) if cfg.out else run_dir / f"{stem}.png"
         grid = grid_of(out) if not cfg.nrow else grid_of(out.view(-1, int(cfg.nrow), *out.shape[1:]))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_image(grid, path)
+        buffer = io.BytesIO()  # rendered here, then written beside the name and renamed over it
+        save_image(grid, buffer, format="png")
+        write_bytes_atomic(path, buffer.getvalue(), "out", root)
     else:
         texts = model.decode(torch.cat(parts))
-        path = Path(cfg.out) if cfg.out else run_dir / f"{stem}.txt"
-        path.write_text("\n\n-----\n\n".join(texts))
+        write_text_atomic(path, "\n\n-----\n\n".join(texts), "out", root)
         print(texts[0][:2000])
     print(f"[gensuite] wrote {cfg.n} samples to {path}" + (" (with their labels)" if labels is not None else ""))
     return path

@@ -20,6 +20,7 @@ import torch
 
 from gensuite.data.images import IMAGE_EXTENSIONS
 from gensuite.errors import DataError
+from gensuite.safe_files import atomic_writer, refuse_link, write_text_atomic
 
 SAMPLES_KEY = "samples"
 LABELS_KEY = "labels"
@@ -37,29 +38,37 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     return x.permute(0, 2, 3, 1).cpu().numpy()
 
 
-def write_npz(path: Path, samples: np.ndarray, labels: np.ndarray | None = None) -> Path:
-    """``samples`` (and ``labels``) into ``path``, written beside it first and renamed (never a half file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+def write_npz(path: Path, samples: np.ndarray, labels: np.ndarray | None = None, root: Path | None = None) -> Path:
+    """``samples`` (and ``labels``) into ``path``, written beside it first and renamed (never a half file), never
+    through a link at ``path`` or at a folder of it below ``root`` (`gensuite.safe_files`)."""
     arrays = {SAMPLES_KEY: samples} if labels is None else {SAMPLES_KEY: samples, LABELS_KEY: labels}
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:  # a file object: np.savez would append .npz to a name without it
+    with atomic_writer(path, "out", root) as f:  # a file object: np.savez would append .npz to a name without it
         np.savez(f, **arrays)
-    os.replace(tmp, path)
     return path
 
 
-def write_png_folder(folder: Path, samples: np.ndarray, labels: np.ndarray | None = None) -> Path:
-    """One PNG per sample, ``00000.png`` ... (sorted = drawn order), and ``labels.csv`` when there are labels."""
+def write_png_folder(
+    folder: Path, samples: np.ndarray, labels: np.ndarray | None = None, root: Path | None = None
+) -> Path:
+    """One PNG per sample, ``00000.png`` ... (sorted = drawn order), and ``labels.csv`` when there are labels; each
+    file written atomically, none through a link (at the folder, below ``root``, or at a file's name)."""
+    import io
+
     from PIL import Image
 
+    refuse_link(folder, "out", root, "the samples")
     folder.mkdir(parents=True, exist_ok=True)
     width = max(5, len(str(len(samples) - 1)))
     names = [f"{i:0{width}d}.png" for i in range(len(samples))]
     for name, image in zip(names, samples, strict=True):
-        Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(folder / name)
+        buffer = io.BytesIO()
+        Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(buffer, format="png")
+        # not fsynced one by one (a folder of 50,000 files); each is still whole or absent
+        with atomic_writer(folder / name, "out", root or folder, durable=False) as f:
+            f.write(buffer.getvalue())
     if labels is not None:
         rows = [f"{name},{int(y)}" for name, y in zip(names, labels, strict=True)]
-        (folder / "labels.csv").write_text("file,label\n" + "\n".join(rows) + "\n")
+        write_text_atomic(folder / "labels.csv", "file,label\n" + "\n".join(rows) + "\n", "out", root or folder)
     return folder
 
 

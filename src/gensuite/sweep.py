@@ -11,6 +11,7 @@ writes), ``sweep.csv``, ``sweep.md`` and ``sweep.png``.
 from __future__ import annotations
 
 import csv
+import io
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +21,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gensuite.errors import ConfigError
+from gensuite.safe_files import refuse_link, write_bytes_atomic, write_text_atomic
 
 FIX = "e.g. sweep=sampling.temperature=0.6,0.8,1.0, or sampler=ddim sweep=sampler.steps=4,8,16"
 
@@ -58,6 +60,7 @@ def run_sweep(cfg: DictConfig, evaluate: Callable[[DictConfig], dict[str, Any]])
     ckpt = Path(cfg.ckpt_path)
     run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
     out = Path(cfg.out) if cfg.get("out") else run_dir / f"sweep-{key}"
+    refuse_link(out, "out", None if cfg.get("out") else run_dir, "the sweep")  # each file is checked as written
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for value in values:
@@ -88,17 +91,18 @@ def row_of(key: str, value: Any, metrics: dict[str, Any]) -> dict[str, Any]:
 
 def write(out: Path, key: str, rows: list[dict[str, Any]]) -> None:
     columns = [c for c in rows[0] if any(r.get(c) is not None for r in rows)]
-    with (out / "sweep.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(out / "sweep.csv", table.getvalue(), "out")
 
     def fmt(v):
         return f"{v:.4g}" if isinstance(v, float) else str(v)
 
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
-    (out / "sweep.md").write_text("\n".join(lines) + "\n")
+    write_text_atomic(out / "sweep.md", "\n".join(lines) + "\n", "out")
     print("\n".join(lines))
     plot(out / "sweep.png", key, rows)
     print(f"[gensuite] sweep written to {out} (sweep.csv, sweep.md, sweep.png)")
@@ -132,5 +136,7 @@ def plot(path: Path, key: str, rows: list[dict[str, Any]]) -> None:
     ax.legend(handles=handles, loc="best", fontsize=8)
     ax.set_title(f"trade-off of {key}")
     fig.tight_layout()
-    fig.savefig(path)
+    image = io.BytesIO()
+    fig.savefig(image, format="png")
     plt.close(fig)
+    write_bytes_atomic(path, image.getvalue(), "out")

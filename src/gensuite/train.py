@@ -28,16 +28,18 @@ from gensuite.loggers import build_loggers, tensorboard_writer
 from gensuite.memory import MemoryWatch, catch_out_of_memory, out_of_memory_error
 from gensuite.resume import ResumePath, check_resume, resume_callbacks
 from gensuite.run_lock import hold_run_folder, releases_run_folder
+from gensuite.safe_files import check_run_folder, probe_writable, write_text_atomic
 
 
 def prepare_output_dir(cfg: DictConfig) -> Path:
+    """The run folder, created, locked for this run and checked: writable, and no link planted where an output
+    goes (`gensuite.safe_files.check_run_folder`)."""
     out = Path(cfg.paths.output_dir)
+    check_run_folder(out)  # before mkdir, which would follow a link standing at the folder's name
     try:
         out.mkdir(parents=True, exist_ok=True)
         hold_run_folder(out)  # one run per folder, taken before anything is written (gensuite.run_lock)
-        probe = out / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
+        probe_writable(out)  # a fresh name, O_EXCL | O_NOFOLLOW: never another's file or link
     except OSError as err:
         raise ConfigError(
             f"cannot write into the run folder {out} ({type(err).__name__}: {err.strerror or err})",
@@ -228,7 +230,7 @@ def log_hparams(trainer: L.Trainer, cfg: DictConfig, metrics: dict[str, Any]) ->
 
 
 def write_metrics(path: Path, metrics: dict[str, Any]) -> None:
-    path.write_text(json.dumps(metrics, indent=2, sort_keys=True, default=str) + "\n")
+    write_text_atomic(path, json.dumps(metrics, indent=2, sort_keys=True, default=str) + "\n", "hydra.run.dir")
 
 
 def describe_run(cfg: DictConfig, model: L.LightningModule, datamodule) -> dict[str, Any]:
@@ -276,9 +278,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     callbacks.append(watch)
     logger = build_loggers(cfg)  # TensorBoard and CSV by default (conf/logger/)
     # checkpoints are written atomically beside their target (see gensuite.checkpoint_io)
-    # ... and removed only inside the folders of this run
+    # ... never through a link below the run folder, and removed only inside the folders of this run
     roots = [out_dir, *(cb.dirpath for cb in callbacks if getattr(cb, "dirpath", None))]
-    plugins = [AtomicCheckpointIO(roots)]
+    plugins = [AtomicCheckpointIO(root=out_dir, roots=roots)]
     # max_time is the TrainingClock's (callbacks.timer): given to the Trainer, it would add a wall-clock Timer
     clock = any(isinstance(cb, TrainingClock) for cb in callbacks)
     extra = {"max_time": None} if clock else {}

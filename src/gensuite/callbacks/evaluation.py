@@ -16,6 +16,7 @@ from the EMA weights when the run has EMA (see PITFALLS: EMA hook order), which 
 
 from __future__ import annotations
 
+import io
 import time
 from pathlib import Path
 
@@ -26,8 +27,16 @@ from torchvision.utils import make_grid, save_image
 from gensuite.callbacks.clock import TrainingClock
 from gensuite.loggers import tensorboard_writer
 from gensuite.metrics.evaluator import Evaluator
+from gensuite.safe_files import write_bytes_atomic, write_text_atomic
 
 ELAPSED_KEY = "time/train_elapsed_s"  # training seconds at each evaluation during fit (FID against time)
+
+
+def write_png(grid: torch.Tensor, path: Path) -> None:
+    """A grid as a PNG, rendered in memory and written beside ``path``, then renamed (never through a link)."""
+    buffer = io.BytesIO()
+    save_image(grid, buffer, format="png")
+    write_bytes_atomic(path, buffer.getvalue(), "hydra.run.dir")
 
 
 def grid_of(panel: torch.Tensor) -> torch.Tensor:
@@ -137,8 +146,7 @@ class Evaluation(L.Callback):
             if writer is not None:
                 writer.add_image("samples/nearest_training_images", grid_of(panel), trainer.global_step)
             if not fitting and self.output_dir:
-                Path(self.output_dir).mkdir(parents=True, exist_ok=True)
-                save_image(grid_of(panel), Path(self.output_dir) / "nearest_training_images.png")
+                write_png(grid_of(panel), Path(self.output_dir) / "nearest_training_images.png")
         if fitting:
             # every rank takes the same (rank 0's) seconds off, so the ranks' clocks stay in step
             self.fit_eval_s += float(trainer.strategy.broadcast(time.perf_counter() - t0, src=0))
@@ -163,10 +171,8 @@ class Evaluation(L.Callback):
             if writer is not None:
                 writer.add_image(f"samples/{name}", grid, trainer.global_step)
             if save and self.output_dir:
-                out = Path(self.output_dir)
-                out.mkdir(parents=True, exist_ok=True)
-                save_image(grid, out / f"{name}.png")
+                write_png(grid, Path(self.output_dir) / f"{name}.png")
         if save and self.output_dir:
             texts = {k: v for k, v in panels.items() if isinstance(v, str)}
             for name, text in texts.items():
-                (Path(self.output_dir) / f"{name}.txt").write_text(text)
+                write_text_atomic(Path(self.output_dir) / f"{name}.txt", text, "hydra.run.dir")

@@ -3,11 +3,13 @@ the runs hold nothing to draw."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 from gensuite.compare.columns import SAMPLING, family_color, fid
 from gensuite.compare.runs import Run
 from gensuite.compare.summary import Summary
+from gensuite.safe_files import write_bytes_atomic
 from gensuite.train import TRAIN_SECONDS_KEY
 
 
@@ -22,9 +24,10 @@ def _pyplot():
 
 def _save(fig, path: Path) -> Path:
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    image = io.BytesIO()  # rendered in memory, then written beside the name and renamed (never through a link)
+    fig.savefig(image, format="png", dpi=110)
     _pyplot().close(fig)
-    return path
+    return write_bytes_atomic(path, image.getvalue(), "out")
 
 
 def plot_samples(runs: list[Run], out: Path) -> Path | None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import csv
 import html
+import io
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,6 +19,7 @@ from gensuite.compare.columns import Column
 from gensuite.compare.runs import Run
 from gensuite.compare.summary import Summary
 from gensuite.metrics.evaluator import N_SAMPLES_KEY, space_key
+from gensuite.safe_files import refuse_link, write_text_atomic
 from gensuite.train import DATA_KEY, PARTS_KEY
 
 
@@ -216,21 +218,19 @@ def write_csv(s: Summary, cols: list[Column], path: Path) -> Path:
     def num(x: float | None) -> str:
         return "" if x is None else f"{x:.6g}"
 
-    with path.open("w", newline="") as f:
-        writer = csv.writer(f)
-        heads = [c.header for c in cols]
+    table = io.StringIO(newline="")
+    writer = csv.writer(table)
+    heads = [c.header for c in cols]
+    writer.writerow(["family", "runs", "parts", *heads, *(f"{h} std" for h in heads), *(f"{h} ci95" for h in heads)])
+    for family, group in s.groups.items():
+        ests = [s.estimate(family, c.key) for c in cols]
         writer.writerow(
-            ["family", "runs", "parts", *heads, *(f"{h} std" for h in heads), *(f"{h} ci95" for h in heads)]
+            [family, len(group), group[0].metrics.get(PARTS_KEY, "")]
+            + [num(e and e.mean) for e in ests]
+            + [num(e and e.std) for e in ests]
+            + [num(e and e.half) for e in ests]
         )
-        for family, group in s.groups.items():
-            ests = [s.estimate(family, c.key) for c in cols]
-            writer.writerow(
-                [family, len(group), group[0].metrics.get(PARTS_KEY, "")]
-                + [num(e and e.mean) for e in ests]
-                + [num(e and e.std) for e in ests]
-                + [num(e and e.half) for e in ests]
-            )
-    return path
+    return write_text_atomic(path, table.getvalue(), "out")
 
 
 def build_report(
@@ -243,6 +243,7 @@ def build_report(
     """Write results.csv, the figures, report.md and report.html into ``out``; returns their paths.
 
     ``claims``: family -> {says, checks} (default: ``conf/compare.yaml``'s)."""
+    refuse_link(out, "out", what="the report")  # and each file as it is written (gensuite.safe_files)
     out.mkdir(parents=True, exist_ok=True)
     s = Summary(runs)
     csv_path = write_csv(s, s.columns(), out / "results.csv")
@@ -255,8 +256,8 @@ def build_report(
     body = blocks(s, default_claims() if claims is None else claims, figs, command)
     subtitle = f"{datetime.now():%Y-%m-%d %H:%M}, {len(runs)} runs of {len(s.groups)} families"
     md_path, html_path = out / "report.md", out / "report.html"
-    md_path.write_text(to_markdown(title, subtitle, body, out))
-    html_path.write_text(to_html(title, subtitle, body))
+    write_text_atomic(md_path, to_markdown(title, subtitle, body, out), "out")
+    write_text_atomic(html_path, to_html(title, subtitle, body), "out")
     return {
         "report.md": md_path,
         "report.html": html_path,

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from gensuite.errors import DataError
+from gensuite.safe_files import atomic_writer, write_text_atomic
 
 FORMAT = 1  # bump when the decoding changes: old caches are then never read
 
@@ -128,12 +129,10 @@ def decode_cached(
     data, meta = root / f"{key}.u8", root / f"{key}.json"
     shape = (channels, image_size, image_size)
     if not (data.is_file() and meta.is_file()):
-        root.mkdir(parents=True, exist_ok=True)
-        tmp = root / f".{key}.{os.getpid()}.tmp"
         keep, skipped = [], []
         reads = read_all(files, lambda f: read_image(f, channels, image_size, crop), workers)
-        try:
-            with open(tmp, "wb") as fh:
+        try:  # beside the cache file, renamed over it; removed if a bad file raises (never through a link)
+            with atomic_writer(data, "paths.cache_dir", cache_dir, durable=False) as fh:
                 for i, (f, out) in enumerate(zip(files, reads, strict=True)):
                     if isinstance(out, DataError):
                         if not skip_bad_files:
@@ -142,13 +141,10 @@ def decode_cached(
                         continue
                     fh.write(out.numpy().tobytes())
                     keep.append(i)
-            os.replace(tmp, data)
         finally:
             reads.close()  # stops the decoding threads when a bad file raised
-            tmp.unlink(missing_ok=True)
-        tmp_meta = meta.with_suffix(f".{os.getpid()}.tmp")
-        tmp_meta.write_text(json.dumps({"shape": [len(keep), *shape], "keep": keep, "skipped": skipped}))
-        os.replace(tmp_meta, meta)
+        info = {"shape": [len(keep), *shape], "keep": keep, "skipped": skipped}
+        write_text_atomic(meta, json.dumps(info), "paths.cache_dir", cache_dir)
     info = json.loads(meta.read_text())
     n = info["shape"][0]
     images = (

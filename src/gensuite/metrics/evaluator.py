@@ -38,7 +38,6 @@ rank computes the same numbers.
 from __future__ import annotations
 
 import math
-import os
 import re
 import time
 import warnings
@@ -57,6 +56,7 @@ from gensuite.families import conditioning  # the label rule shared by every con
 from gensuite.metrics.diversity import class_coverage, knn_radii, precision_recall_density_coverage
 from gensuite.metrics.features import ClassifierFeatures, InceptionFeatures
 from gensuite.metrics.ssl import SSLFeatures
+from gensuite.safe_files import atomic_writer
 
 SPACES = ("classifier", "ssl", "inception")  # the feature spaces, in the order a run reports them
 
@@ -307,10 +307,8 @@ class Evaluator:
                 f, logits = self._features(ext, x, device)
                 ref[part] = {"features": f, "labels": y, "logits": logits}
             ref["extractor_val_acc"] = float(getattr(ext, "val_acc", float("nan")))
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".tmp{os.getpid()}")
-            torch.save(ref, tmp)
-            os.replace(tmp, path)
+            with atomic_writer(path, "paths.cache_dir", self.cache_dir) as f:  # never through a link
+                torch.save(ref, f)
         ref.setdefault("val", ref["test"])  # no test split: the held-out reference is the val split already
         ref["threshold"] = torch.quantile(nearest(ref["test"]["features"], ref["train"]["features"]), COPY_QUANTILE)
         return ref

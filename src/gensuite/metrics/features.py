@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gensuite.errors import ConfigError, DataError
+from gensuite.safe_files import atomic_writer, write_text_atomic
 
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
 
@@ -168,19 +169,18 @@ class ClassifierFeatures(nn.Module):
         print(f"[gensuite] training the feature classifier on {len(tx)} {datamodule.name} images (cached after)")
         net, acc = train_classifier(tx, ty, vx, vy, datamodule.num_classes, epochs=epochs, seed=seed)
         blob = {"val_acc": acc, "in_channels": tx.shape[1], "num_classes": datamodule.num_classes}
-        save_atomic(path, {"state_dict": net.state_dict(), "data": datamodule.name, **blob})
+        save_atomic(path, {"state_dict": net.state_dict(), "data": datamodule.name, **blob}, cache_dir)
         return cls(net, acc, key)
 
 
-def save_atomic(path: Path, blob: dict) -> None:
+def save_atomic(path: Path, blob: dict, root: str | os.PathLike | None = None) -> None:
     """``torch.save`` beside the target, then ``os.replace``: a concurrent reader sees no file or the whole file.
-    The plain-number entries are also written to ``<path>.json`` for people to read."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save(blob, tmp)
-    os.replace(tmp, path)
+    The plain-number entries are also written to ``<path>.json`` for people to read. Neither is written through
+    a link at its name or at a folder below ``root`` (the cache folder; `gensuite.safe_files`)."""
+    with atomic_writer(path, "paths.cache_dir", root) as f:
+        torch.save(blob, f)
     plain = {k: v for k, v in blob.items() if isinstance(v, (int, float, str))}
-    path.with_suffix(".json").write_text(json.dumps(plain, indent=1))
+    write_text_atomic(path.with_suffix(".json"), json.dumps(plain, indent=1), "paths.cache_dir", root)
 
 
 class InceptionFeatures(nn.Module):

@@ -179,5 +179,7 @@ class SSLFeatures(nn.Module):
         print(f"[gensuite] ssl features trained in {seconds:.0f}s: NT-Xent {losses[0]:.3f} -> {losses[-1]:.3f}"
               + (f", 5-NN val accuracy {knn_acc:.3f}" if math.isfinite(knn_acc) else ""))  # fmt: skip
         blob = {"in_channels": x.shape[1], "steps": steps, "train_s": seconds, "knn_acc": knn_acc}
-        save_atomic(path, {"state_dict": net.state_dict(), "data": datamodule.name, "losses": losses, **blob})
+        save_atomic(
+            path, {"state_dict": net.state_dict(), "data": datamodule.name, "losses": losses, **blob}, cache_dir
+        )
         return cls(net, key, knn_acc)
