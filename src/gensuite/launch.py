@@ -8,6 +8,8 @@ torchrun and SLURM.
   relaunches into a single run of this job's overrides, in this job's folder (`ranks_of_this_job`).
 - torchrun / srun start every rank themselves; each would resolve ``${now:...}`` on its own clock. `run_stamp`
   (the ``gs_run_stamp`` resolver used in ``hydra.run.dir``) names the folder after the launcher's job id instead.
+- Several nodes started by hand (``NODE_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``, ``trainer.num_nodes``): each
+  node would name its folder after its own clock; `run_stamp` gives every node node 0's (`gensuite.nodes`).
 """
 
 from __future__ import annotations
@@ -22,12 +24,14 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
+from gensuite.errors import ConfigError
 from gensuite.precision import fast_precision
 
 
-def run_stamp() -> str:
+def run_stamp(num_nodes=1) -> str:
     """A folder name every rank of one launch agrees on: ``GENSUITE_RUN_ID``, the SLURM job (and step), the
-    torchrun run id, or else the local time (a single process)."""
+    torchrun run id, or else the local time: of this process, or, for the nodes of a ``trainer.num_nodes`` run
+    started by hand, node 0's (`gensuite.nodes`: node 0 hands it out at ``MASTER_ADDR:MASTER_PORT``)."""
     if os.environ.get("GENSUITE_RUN_ID"):
         return os.environ["GENSUITE_RUN_ID"]
     if os.environ.get("SLURM_JOB_ID") and os.environ.get("SLURM_NTASKS", "1") != "1":
@@ -37,16 +41,51 @@ def run_stamp() -> str:
         return f"torchrun-{os.environ['TORCHELASTIC_RUN_ID']}"
     # to the millisecond: two runs of one config started in the same second get their own folders (the run-folder
     # lock would refuse the second one)
-    return datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")[:-3]
+    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")[:-3]
+    return nodes_stamp(stamp, num_nodes)
+
+
+def nodes_stamp(own_stamp: str, num_nodes) -> str:
+    """``own_stamp``, or node 0's when this process is one node of several started by hand (`gensuite.nodes`)."""
+    from gensuite import nodes
+
+    where = nodes.manual_nodes(num_nodes)
+    if where is None:
+        return own_stamp
+    try:
+        return nodes.agree_on_stamp(own_stamp, *where)
+    except ConfigError as error:
+        nodes.stop_with(error)
+        raise  # pragma: no cover - stop_with exits
+
+
+def _node_subdir(num_nodes=1) -> str | None:
+    from gensuite.nodes import hydra_subdir
+
+    return hydra_subdir(num_nodes)
+
+
+def _node_log_suffix(num_nodes=1) -> str:
+    from gensuite.nodes import log_suffix
+
+    return log_suffix(num_nodes)
+
+
+def epochs_unless_steps(every_n_train_steps: int | None, every_n_epochs: int | None) -> int | None:
+    """The ``gs_epochs_unless_steps`` resolver of a checkpoint's ``every_n_epochs``: off (null) when
+    ``every_n_train_steps`` is set, so that setting the step interval alone works (Lightning refuses the two
+    together; `gensuite.callbacks.checkpoint.RunCheckpoint` refuses both given at once)."""
+    return None if every_n_train_steps else every_n_epochs
 
 
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("gs_run_stamp"):
         OmegaConf.register_new_resolver("gs_run_stamp", run_stamp, use_cache=True)
     if not OmegaConf.has_resolver("gs_epochs_unless_steps"):
-        from gensuite.callbacks.checkpoint import epochs_unless_steps
-
         OmegaConf.register_new_resolver("gs_epochs_unless_steps", epochs_unless_steps)
+    for name, fn in (("gs_node_subdir", _node_subdir), ("gs_node_log_suffix", _node_log_suffix)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, fn, use_cache=True)
     if not OmegaConf.has_resolver("gs_fast_precision"):
         OmegaConf.register_new_resolver("gs_fast_precision", fast_precision, use_cache=True)
 

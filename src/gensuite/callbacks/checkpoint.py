@@ -171,9 +171,3 @@ def _last_batch(trainer, batch_idx: int) -> bool:
     epochs = trainer.max_epochs
     last_epoch = epochs is not None and epochs > 0 and trainer.current_epoch + 1 >= epochs
     return last_epoch and batch_idx + 1 >= trainer.num_training_batches
-
-
-def epochs_unless_steps(every_n_train_steps: int | None, every_n_epochs: int | None) -> int | None:
-    """The ``gs_epochs_unless_steps`` resolver of ``every_n_epochs``: off (null) when ``every_n_train_steps`` is set,
-    so that setting the step interval alone works (Lightning refuses the two together)."""
-    return None if every_n_train_steps else every_n_epochs
