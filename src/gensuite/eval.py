@@ -158,11 +158,12 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
 def evaluate_samples(cfg: DictConfig) -> dict[str, Any]:
     """Score ``cfg.samples`` against the reference of ``cfg.data`` with the ``cfg.metrics`` evaluator. The file is
-    read and checked before the feature extractor is prepared (a mistake costs no training)."""
+    read and checked before the data is loaded and the feature extractor prepared (a mistake costs no training)."""
     if cfg.get("seed") is not None:
         L.seed_everything(int(cfg.seed), verbose=False)
     datamodule = instantiate_checked(cfg, "data")
-    if not datamodule.info().is_image:
+    # an image data module says so before it loads anything; any other is asked after loading
+    if getattr(datamodule, "modality", None) != "image" and not datamodule.info().is_image:
         raise ConfigError(
             f"data={datamodule.name} is {datamodule.info().modality}: samples= scores images against image data",
             fix="data=<image data> (mnist5k, digits, image_folder, ...); score a text model with ckpt_path=",
@@ -175,12 +176,12 @@ def evaluate_samples(cfg: DictConfig) -> dict[str, Any]:
         array, datamodule.channels, datamodule.image_size, source, f"data={datamodule.name}"
     )
     notes += samples_io.count_notes(len(images), int(cfg.metrics.kid_subset_size), int(cfg.metrics.n_samples), source)
+    labels = samples_io.read_labels(path)  # the classes a conditional model drew them for: the intra-class FID
+    labels = torch.from_numpy(labels) if labels is not None and len(labels) == len(images) else None
     evaluator = instantiate_checked(cfg, "metrics")
     device = pick_device(cfg.device)
     datamodule.setup("validate")
     evaluator.prepare(datamodule, device)
-    labels = samples_io.read_labels(path)  # the classes a conditional model drew them for: the intra-class FID
-    labels = torch.from_numpy(labels) if labels is not None and len(labels) == len(images) else None
     metrics = evaluator.evaluate_images(images, labels)
     if not metrics:
         raise ConfigError(

@@ -25,20 +25,25 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gensuite.data.limits import bomb_error, open_image, pil_guard
 from gensuite.errors import DataError
 from gensuite.safe_files import atomic_writer, write_text_atomic
 
 FORMAT = 1  # bump when the decoding changes: old caches are then never read
+SKIP_FIX = "remove or replace the file, or set data.skip_bad_files=true to skip unreadable files (counted)"
 
 
 def read_image(path: Path, channels: int, image_size: int, crop: int | None = None) -> torch.Tensor:
     """One image file -> uint8 ``(channels, image_size, image_size)``: the central ``crop`` x ``crop`` square first
     (if given; CelebA's faces), then the short side resized to ``image_size`` (bicubic) and the centre cut out, as
-    torchvision's ``CenterCrop`` + ``Resize`` + ``CenterCrop`` do. A file PIL cannot read raises a `DataError`."""
+    torchvision's ``CenterCrop`` + ``Resize`` + ``CenterCrop`` do. A file PIL cannot read, or one that declares more
+    pixels than `gensuite.data.limits.MAX_IMAGE_PIXELS` (checked from its header, before decoding), raises a
+    `DataError`."""
     from PIL import Image, UnidentifiedImageError
 
+    bombs = pil_guard()
     try:
-        with Image.open(path) as im:
+        with open_image(path, SKIP_FIX) as im:
             im = im.convert("L" if channels == 1 else "RGB")
             if crop:
                 w, h = im.size
@@ -52,6 +57,8 @@ def read_image(path: Path, channels: int, image_size: int, crop: int | None = No
             left, top = (w - image_size) // 2, (h - image_size) // 2
             im = im.crop((left, top, left + image_size, top + image_size))
             arr = np.asarray(im, dtype=np.uint8)
+    except bombs as err:
+        raise bomb_error(path, err, SKIP_FIX) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise unreadable(path, err) from err
     arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
@@ -61,21 +68,21 @@ def read_image(path: Path, channels: int, image_size: int, crop: int | None = No
 def check_image(path: Path) -> None:
     """Raise the `read_image` error for a file whose header or chunks are broken, without decoding the pixels
     (PIL's ``verify``: milliseconds a file), for folders read lazily, where a bad file would otherwise stop the run
-    mid-epoch inside a DataLoader worker."""
-    from PIL import Image, UnidentifiedImageError
+    mid-epoch inside a DataLoader worker; and for one past the pixel limit, as `read_image` does."""
+    from PIL import UnidentifiedImageError
 
+    bombs = pil_guard()
     try:
-        with Image.open(path) as im:
+        with open_image(path, SKIP_FIX) as im:
             im.verify()
+    except bombs as err:
+        raise bomb_error(path, err, SKIP_FIX) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise unreadable(path, err) from err
 
 
 def unreadable(path: Path, err: BaseException) -> DataError:
-    return DataError(
-        f"cannot read image file {path}: {type(err).__name__}: {err}",
-        fix="remove or replace the file, or set data.skip_bad_files=true to skip unreadable files (counted)",
-    )
+    return DataError(f"cannot read image file {path}: {type(err).__name__}: {err}", fix=SKIP_FIX)
 
 
 def read_all(files: Sequence[Path], read: Callable[[Path], object], workers: int = 0):

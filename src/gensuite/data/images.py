@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from gensuite.contracts import DataInfo
 from gensuite.data.files import check_image, decode_cached, read_image
+from gensuite.data.limits import check_file_count
 from gensuite.data.order import ResumableLoader, train_order
 from gensuite.errors import ConfigError, DataError, require_positive
 
@@ -536,7 +537,9 @@ class ImageFolder(ImageDataModule):
     """Any folder of images. Sub-folders, if there are two or more, are classes (torchvision's convention).
 
     Every file is checked up front: an empty folder, a file that is not an image, or a file that cannot be
-    decoded stops with a message naming it (``skip_bad_files=true`` skips and counts them instead).
+    decoded stops with a message naming it (``skip_bad_files=true`` skips and counts them instead). So does a folder
+    of more files, or an image of more pixels (read from its header, before decoding), than the limits of
+    `gensuite.data.limits` (``GENSUITE_MAX_FILES``, ``GENSUITE_MAX_IMAGE_PIXELS``).
 
     With ``cache_dir`` (the yaml's default, ``${paths.cache_dir}``) the folder is decoded once, on ``num_workers``
     threads, into a uint8 file named by a fingerprint of its listing (`gensuite.data.files.decode_cached`); later
@@ -571,9 +574,14 @@ class ImageFolder(ImageDataModule):
         subdirs = sorted(p for p in self.path.iterdir() if p.is_dir() and not p.name.startswith("."))
         classes = [d.name for d in subdirs] if len(subdirs) >= 2 else []
         roots = [(d, i) for i, d in enumerate(subdirs)] if classes else [(self.path, -1)]
-        files, labels = [], []
+        files, labels, seen = [], [], 0
         for root, label in roots:
-            for p in sorted(root.rglob("*")):
+            listing = []
+            for p in root.rglob("*"):  # counted as listed: a folder of ten million files is refused, not sorted
+                seen += 1
+                check_file_count(seen, f"data.path={self.path}", "point data.path at a smaller folder")
+                listing.append(p)
+            for p in sorted(listing):
                 if p.is_dir() or p.name.startswith("."):
                     continue
                 if p.suffix.lower() not in IMAGE_EXTENSIONS:
