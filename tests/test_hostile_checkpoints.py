@@ -92,10 +92,36 @@ def test_planted_callback_paths_delete_nothing_whatever_their_spelling(trained, 
     torch.save(ckpt, crafted)
     before = snapshot(victim)
     res = resume(crafted, run_dir, cache_dir)
-    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-2000:]
+    assert res.stderr.strip().startswith("CheckpointError") and "Lightning never writes there" in res.stderr
+    assert len(res.stderr.strip().splitlines()) <= 6
     assert victim.is_dir() and snapshot(victim) == before
-    assert "outside this run's folder, ignored" in res.stdout
-    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert not (run_dir / "checkpoints").exists()  # refused before training
+
+
+@pytest.mark.parametrize("field", ["last_model_path", "kth_best_model_path", "best_model_path", "best_k_models"])
+def test_each_path_field_is_checked_and_confined(trained, tmp_path, field):
+    """Second layer: a state that passes the check (another run's folder, as Lightning wrote it) still has every
+    path rebuilt from the new run's folder before a callback reads it."""
+    from gensuite.callbacks.checkpoint import RunCheckpoint, confine_states, foreign_paths
+
+    ckpt = torch.load(trained, weights_only=True)
+    assert foreign_paths(ckpt) == []  # what Lightning wrote passes
+    state = _checkpoint_states(ckpt)[0]
+    bad = f"local://{tmp_path}"
+    if field == "best_k_models":
+        state[field] = {bad: torch.tensor(0.0)}
+    else:
+        state[field] = bad
+    assert foreign_paths(ckpt) and bad in foreign_paths(ckpt)[0]
+    # a consistent state of another folder: nothing of it survives into this run's callback
+    other = torch.load(trained, weights_only=True)
+    own = RunCheckpoint(dirpath=str(tmp_path / "mine"), monitor="val/loss", save_last=True)
+    key = next(k for k in other["callbacks"] if k.startswith("ModelCheckpoint"))
+    other["callbacks"] = {own.state_key: other["callbacks"][key]}
+    confine_states(other, [own], str(tmp_path))
+    kept = other["callbacks"][own.state_key]
+    assert kept["best_model_path"] == "" and kept["best_k_models"] == {}
 
 
 def test_auto_resume_from_a_planted_newer_run_deletes_nothing(trained, tmp_path, cache_dir):
@@ -119,7 +145,7 @@ def test_auto_resume_from_a_planted_newer_run_deletes_nothing(trained, tmp_path,
         "auto_resume=true",
         cwd=tmp_path,
     )
-    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.returncode == 2 and "Lightning never writes there" in res.stderr, res.stderr[-2000:]
     assert snapshot(victim) == before
 
 

@@ -15,6 +15,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from gensuite import lightning_compat
+from gensuite.callbacks.checkpoint import foreign_paths
 from gensuite.callbacks.clock import TrainingClock
 from gensuite.callbacks.evaluation import Evaluation
 from gensuite.callbacks.run_state import RunState
@@ -136,6 +137,13 @@ def resolve_ckpt_path(cfg: DictConfig, model: L.LightningModule) -> str | None:
     else:
         path = Path(str(value))
     ckpt = read_checkpoint(path)
+    foreign = foreign_paths(ckpt)
+    if foreign:  # a crafted state: Lightning would delete (recursively) what it names after its first save
+        raise CheckpointError(
+            f"ckpt_path={path}: its checkpoint callback state names {len(foreign)} path(s) that Lightning never "
+            f"writes there, e.g. {foreign[0]}; resuming from it could delete files outside the run",
+            fix="the checkpoint was edited; resume from one written by `python train.py` (or start a new run)",
+        )
     family = ckpt["gensuite"].get("family")
     if family != model.family:
         raise CheckpointError(

@@ -81,6 +81,31 @@ def _confine_checkpoint_state(state: dict, dirpath: str) -> list[str]:
     return dropped
 
 
+def foreign_paths(checkpoint: dict) -> list[str]:
+    """The path-valued fields of a checkpoint's `ModelCheckpoint` states that Lightning itself never writes: a
+    missing or odd ``dirpath``, or a path that is not a file name joined to the state's own ``dirpath`` (another
+    folder, ``..``, any ``scheme://``). A state Lightning wrote — also another run's, in its own folder — has none;
+    a crafted one is refused before training (`gensuite.train.resolve_ckpt_path`)."""
+    found = []
+    for key, state in (checkpoint.get("callbacks") or {}).items():
+        if not str(key).startswith("ModelCheckpoint") or not isinstance(state, dict):
+            continue
+        folder = state.get("dirpath")
+        if not isinstance(folder, str) or "://" in folder or ".." in folder.replace("\\", "/").split("/"):
+            found.append(f"{key}: dirpath={folder!r}")
+            continue
+        best = state.get(_CHECKPOINT_PATH_KEYS) or {}
+        paths = [(k, state.get(k)) for k in _CHECKPOINT_PATHS]
+        paths += [(f"{_CHECKPOINT_PATH_KEYS}[...]", p) for p in (best if isinstance(best, dict) else {"?": 0})]
+        for field, path in paths:
+            if path in (None, ""):
+                continue
+            plain = isinstance(path, str) and "://" not in path and not {".", ".."} & set(path.split("/"))
+            if not plain or os.path.dirname(path) != folder.rstrip("/"):
+                found.append(f"{key}: {field}={path!r} (dirpath {folder!r})")
+    return found
+
+
 def _looks_like_path_key(key: Any) -> bool:
     k = str(key).lower()
     return k.endswith(("path", "dir", "dirpath", "file", "filename")) or "path" in k
