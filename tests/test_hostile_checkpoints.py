@@ -281,7 +281,7 @@ def crafted_cases(trained: Path, folder: Path) -> dict[str, tuple[Path, str]]:
     )
     (folder / "bomb-stored.ckpt").unlink()
     (folder / "garbage.ckpt").write_bytes(b"\x80\x02not a zip at all" * 10)
-    out["not a zip"] = (folder / "garbage.ckpt", "not a checkpoint archive")
+    out["not a zip"] = (folder / "garbage.ckpt", "cannot be read as a checkpoint archive")
     return out
 
 

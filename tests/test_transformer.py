@@ -331,7 +331,12 @@ def test_eval_reproduces_the_text_metrics(text_run, cache_dir):
 
     _, out = text_run
     cfg = compose_cfg(
-        [f"ckpt_path={out / 'checkpoints' / 'last.ckpt'}", "use_run_metrics=false", f"out={out / 'eval.json'}"],
+        [
+            f"ckpt_path={out / 'checkpoints' / 'last.ckpt'}",
+            "use_run_metrics=false",
+            f"out={out / 'eval.json'}",
+            f"data_path={out.parent / 'corpus.txt'}",  # a path stored in a checkpoint is never followed by itself
+        ],
         config_name="eval",
     )
     trained = json.loads((out / "metrics.json").read_text())

@@ -63,7 +63,7 @@ def _check_records(p: Path, path) -> None:
             records = archive.infolist()
     except (zipfile.BadZipFile, OSError, ValueError) as err:
         raise CheckpointError(
-            f"ckpt_path={path} is not a checkpoint archive (torch.save's zip format): {type(err).__name__}",
+            f"ckpt_path={path} cannot be read as a checkpoint archive (torch.save's zip format): {type(err).__name__}",
             fix="the file is corrupt, truncated, of the legacy format, or not a PyTorch checkpoint; use another",
         ) from err
     packed = [r.filename for r in records if r.compress_type != zipfile.ZIP_STORED]

@@ -169,16 +169,17 @@ class RunCheckpoint(ModelCheckpoint):
     def state_key(self) -> str:
         return super().state_key.replace(type(self).__qualname__, ModelCheckpoint.__qualname__, 1)
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
-        # on the last batch, before weight averaging puts its average into the model at train end (the checkpoint
-        # then still holds both the raw and the averaged weights, as every other one does)
-        if _last_batch(trainer, batch_idx):
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        # the last epoch's end: after the model's own epoch-end work (the VAE's fitted prior...) and Lightning's
+        # own saves at this step, before weight averaging puts its average into the model at train end (the
+        # checkpoint then still holds the raw and the averaged weights, as every other one does)
+        if _fit_ends(trainer):
             self._save_final(trainer)
 
     def on_train_end(self, trainer, pl_module) -> None:
         super().on_train_end(trainer, pl_module)
-        self._save_final(trainer)  # a stop the last batch could not foresee (early stopping at a validation)
+        self._save_final(trainer)  # a fit that ended outside an epoch end (its last epoch interrupted otherwise)
 
     def _save_final(self, trainer) -> None:
         done = lightning_compat.last_saved_step(self) == trainer.global_step
@@ -186,13 +187,12 @@ class RunCheckpoint(ModelCheckpoint):
             lightning_compat.save_last(self, trainer)
 
 
-def _last_batch(trainer, batch_idx: int) -> bool:
-    """Whether the batch just trained ends the fit: a stop was asked for (the training clock's budget), the step
-    budget is spent, or it is the last batch of the last epoch."""
+def _fit_ends(trainer) -> bool:
+    """Whether the epoch just ended ends the fit: a stop was asked for (the training clock's budget, early
+    stopping), the step budget is spent, or it was the last epoch."""
     if trainer.should_stop:
         return True
     if trainer.max_steps is not None and trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps:
         return True
     epochs = trainer.max_epochs
-    last_epoch = epochs is not None and epochs > 0 and trainer.current_epoch + 1 >= epochs
-    return last_epoch and batch_idx + 1 >= trainer.num_training_batches
+    return epochs is not None and epochs > 0 and trainer.current_epoch + 1 >= epochs
