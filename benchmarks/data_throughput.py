@@ -85,7 +85,7 @@ def _epoch(loader, limit: int | None = None) -> tuple[float, int]:
 
 def suite_loader(workers: int, mode: str, cache_dir: str) -> tuple[float, int, float | None]:
     """(images/s, images, first-decode seconds) of the suite's training loader in ``mode``: memory | mapped | files."""
-    from gensuite.data.images import ImageFolder
+    from gensuite.data.image_folder import ImageFolder
 
     kw = {"path": str(PHOTOS), "channels": 3, "image_size": 64, "batch_size": BATCH, "num_workers": workers}
     if mode == "files":

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from gensuite.command_line import warn_cpu_oversubscription
-from gensuite.data.images import ImageFolder, _LazyImages
+from gensuite.data.image_folder import ImageFolder, _LazyImages
 from gensuite.errors import DataError
 from gensuite.train import train
 

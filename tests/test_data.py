@@ -7,7 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from gensuite.data.images import CelebA, Digits, ImageFolder, MNIST5k, TorchvisionImages, stratified_split
+from gensuite.data.image_folder import ImageFolder
+from gensuite.data.images import Digits, MNIST5k, stratified_split
+from gensuite.data.torchvision_images import CelebA, TorchvisionImages
 from gensuite.errors import ConfigError, DataError
 
 

@@ -347,7 +347,7 @@ def test_a_stored_data_path_is_not_followed(trained, tmp_path, cache_dir):
     images.mkdir()
     ckpt = torch.load(trained, weights_only=True)
     ckpt["gensuite"]["config"]["data"].update(
-        {"_target_": "gensuite.data.images.ImageFolder", "path": str(images), "image_size": 1024}
+        {"_target_": "gensuite.data.image_folder.ImageFolder", "path": str(images), "image_size": 1024}
     )
     crafted = tmp_path / "crafted.ckpt"
     torch.save(ckpt, crafted)

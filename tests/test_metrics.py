@@ -170,7 +170,7 @@ def test_class_coverage_counts_fairly_hit_classes():
 def test_unlabelled_data_has_no_classifier_space(tmp_path, cache_dir):
     from PIL import Image
 
-    from gensuite.data.images import ImageFolder
+    from gensuite.data.image_folder import ImageFolder
 
     (tmp_path / "imgs").mkdir()
     for i in range(10):

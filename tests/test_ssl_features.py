@@ -163,7 +163,7 @@ def test_unlabelled_rgb_folder_gets_sample_metrics_offline_in_ssl_space(tmp_path
 
 
 def test_classifier_asked_for_on_unlabelled_data_is_dropped_with_a_note(tmp_path, cache_dir):
-    from gensuite.data.images import ImageFolder
+    from gensuite.data.image_folder import ImageFolder
 
     folder = photo_patches(tmp_path / "photos", n=40, size=16)
     dm = ImageFolder(path=str(folder), channels=3, image_size=16)

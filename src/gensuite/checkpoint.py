@@ -162,7 +162,12 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
 
 
 #: ``_target_`` names that older versions of the suite stored, and what builds the same thing now
-RENAMED_TARGETS = {"gensuite.nets.tokenizers.VQTokenizer": "gensuite.checkpoint.vq_tokenizer"}
+RENAMED_TARGETS = {
+    "gensuite.nets.tokenizers.VQTokenizer": "gensuite.checkpoint.vq_tokenizer",
+    "gensuite.data.images.TorchvisionImages": "gensuite.data.torchvision_images.TorchvisionImages",
+    "gensuite.data.images.CelebA": "gensuite.data.torchvision_images.CelebA",
+    "gensuite.data.images.ImageFolder": "gensuite.data.image_folder.ImageFolder",
+}
 
 
 def _renamed_targets(node):
