@@ -6,6 +6,8 @@ models loaded in one place."""
 from __future__ import annotations
 
 import ast
+import dataclasses
+import inspect
 import os
 import socket
 from pathlib import Path
@@ -50,8 +52,19 @@ def test_every_family_keeps_the_protocol(family, tmp_path):
     assert model.family == family or family in ("vqvae",) and model.family == "vqvae"
     images = model.eval().sample(3, generator=torch.Generator().manual_seed(0))
     assert images.shape == (3, 1, 8, 8) and images.min() >= 0 and images.max() <= 1
-    for knob in model.sampling_knobs:
-        assert hasattr(model, knob)
+    assert isinstance(model.default_options, model.Options) and dataclasses.is_dataclass(model.Options)
+
+
+def test_every_family_samples_with_one_signature():
+    """``sample(n, generator=None, labels=None, options=None)`` in every family of the suite (no keyword of its own,
+    no ``y=``): the draw loop, sample.py and the evaluation call them all alike."""
+    from gensuite.families.latent_diffusion import LatentDiffusion
+    from gensuite.families.options import builtin_families
+
+    for cls in (*builtin_families(), LatentDiffusion):
+        params = inspect.signature(cls.sample).parameters
+        assert list(params) == ["self", "n", "generator", "labels", "options"], cls.__name__
+        assert [params[k].default for k in ("generator", "labels", "options")] == [None, None, None], cls.__name__
 
 
 class _NoSample(GenerativeModule):
@@ -81,11 +94,11 @@ def test_a_broken_family_is_refused_with_what_it_lacks():
     with pytest.raises(FamilyProtocolError, match="family"):
         check_protocol(Unnamed())
 
-    class KnobWithoutValue(_Complete):
-        sampling_knobs = {"temperature": "softmax temperature"}
+    class OptionsNotDeclared(_Complete):
+        Options = dict
 
-    with pytest.raises(FamilyProtocolError, match="'temperature' has no attribute"):
-        check_protocol(KnobWithoutValue())
+    with pytest.raises(FamilyProtocolError, match="`Options` is not a gensuite.families.options.SamplingOptions"):
+        check_protocol(OptionsNotDeclared())
 
     class NllNotCallable(_Complete):
         nll = 3.0

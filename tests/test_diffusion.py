@@ -20,6 +20,7 @@ from gensuite.diffusion.samplers import DDIM, DDPM, DPMSolver, DPMSolverSDE
 from gensuite.diffusion.schedules import CosineSchedule, LinearSchedule, NoiseSchedule
 from gensuite.errors import CheckpointError, ConfigError
 from gensuite.families.diffusion import Diffusion
+from gensuite.families.options import Guidance
 from gensuite.nets.mlp_denoiser import MLPDenoiser
 from gensuite.nets.unet import UNet
 from gensuite.sample import apply_sampler
@@ -244,8 +245,11 @@ def test_guidance_scale_0_is_unconditional_and_1_is_conditional():
     # sampling: s = 1 with labels y is the conditional sampler, s = 0 the unconditional one
     g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
     model.set_sampler(DDIM(4))
-    s0, s1 = model.sample(4, g(), y=y, guidance_scale=0.0), model.sample(4, g(), y=y, guidance_scale=1.0)
-    assert torch.allclose(s0, model.sample(4, g(), y=torch.full_like(y, -1)), atol=1e-6)
+    s0, s1 = (
+        model.sample(4, g(), labels=y, options=Guidance(0.0)),
+        model.sample(4, g(), labels=y, options=Guidance(1.0)),
+    )
+    assert torch.allclose(s0, model.sample(4, g(), labels=torch.full_like(y, -1)), atol=1e-6)
     assert not torch.allclose(s0, s1)
     grid = model.class_grid(g(), per_class=2)
     assert grid.shape == (3, 2, 1, 8, 8)

@@ -89,7 +89,7 @@ def test_readme_command_composes(number, script, rest, cache_dir, monkeypatch):
     if knobs:
         family = next((cls for name, cls in FAMILY_OF_PLACEHOLDER.items() if name in placeholder), None)
         assert family is not None, f"README line {number}: name the family in the checkpoint placeholder"
-        missing = [k for k in knobs if k not in family.sampling_knobs]
+        missing = [k for k in knobs if k not in family.Options.knobs()]
         assert not missing, f"README line {number}: a {family.family} model has no knob {missing}"
 
 
@@ -103,7 +103,7 @@ def test_the_test_catches_what_it_should(cache_dir):
     with pytest.raises(ConfigError):  # denoiser=mlp on pixels: refused when the model is built
         instantiate_checked(compose_cfg(["model=diffusion", "model/denoiser=mlp", f"paths.cache_dir={cache_dir}"]),
                             "model")  # fmt: skip
-    assert "truncation" not in VAE.sampling_knobs
+    assert "truncation" not in VAE.Options.knobs()
     assert to_argv("ckpt_path=...  [metrics.n_samples=5000] # note")[0] == [
         f"ckpt_path={DUMMY}",
         "metrics.n_samples=5000",

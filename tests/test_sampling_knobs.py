@@ -1,18 +1,25 @@
 """Sampling knobs at sample time (``sampling.<knob>=`` of sample.py and eval.py) and chosen labels: each knob has
-the effect it names, a knob the family lacks is a one-line error listing the family's own, labels reach the model."""
+the effect it names, a knob the family lacks is a one-line error listing the family's own, knobs are passed and never
+set on the model, the yaml and resume read the families' declarations, labels reach the model."""
 
 from __future__ import annotations
 
 import csv
+import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from gensuite.checkpoint import load_model
 from gensuite.errors import ConfigError
 from gensuite.eval import evaluate
-from gensuite.sample import apply_sampling, sample
+from gensuite.families.draw import draw
+from gensuite.families.options import builtin_knobs, sampling_only_model_keys
+from gensuite.resume import _SAMPLING
+from gensuite.sample import apply_sampler, options_from, sample
 from gensuite.sweep import parse_sweep, quote_sweep
 
 from .conftest import run_entry
@@ -36,14 +43,17 @@ def ckpts(tmp_path_factory, cache_dir):
 
 
 def knobbed(ckpt, *overrides):
+    """The checkpoint's model and the options sample.py would pass it for ``overrides`` (the model's own: None)."""
     model, _ = load_model(ckpt)
-    apply_sampling(model, sample_cfg(ckpt, *overrides))
-    return model
+    cfg = sample_cfg(ckpt, *overrides)
+    apply_sampler(model, cfg)
+    return model, options_from(model, cfg)
 
 
 def test_lower_temperature_lowers_the_transformers_per_position_entropy(ckpts):
-    def entropy(model) -> float:
-        tokens = model.sample(32, torch.Generator().manual_seed(0))  # (32, 24) token ids
+    def entropy(knobbed) -> float:
+        model, options = knobbed
+        tokens = model.sample(32, torch.Generator().manual_seed(0), options=options)  # (32, 24) token ids
         ent = []
         for col in tokens.T:  # the empirical entropy of each position across the 32 samples
             p = torch.bincount(col).float()
@@ -52,7 +62,7 @@ def test_lower_temperature_lowers_the_transformers_per_position_entropy(ckpts):
         return float(np.mean(ent))
 
     cold, warm = knobbed(ckpts["transformer"], "sampling.temperature=0.05"), knobbed(ckpts["transformer"])
-    assert cold.temperature == 0.05 and warm.temperature == 1.0
+    assert cold[1].temperature == 0.05 and warm[1] is None and warm[0].default_options.temperature == 1.0
     greedy = knobbed(ckpts["transformer"], "sampling.temperature=0")
     assert entropy(greedy) == 0.0 < entropy(cold) < entropy(warm)
     top = knobbed(ckpts["transformer"], "sampling.top_k=1")  # top-1: every sample alike too
@@ -60,29 +70,29 @@ def test_lower_temperature_lowers_the_transformers_per_position_entropy(ckpts):
 
 
 def test_truncation_shrinks_the_gan_latents_and_changes_samples(ckpts):
-    plain, cut = knobbed(ckpts["gan"]), knobbed(ckpts["gan"], "sampling.truncation=0.5")
-    z_plain = plain.latents(2000, torch.Generator().manual_seed(0))
-    z_cut = cut.latents(2000, torch.Generator().manual_seed(0))
+    model, cut = knobbed(ckpts["gan"], "sampling.truncation=0.5")
+    z_plain = model.latents(2000, torch.Generator().manual_seed(0))
+    z_cut = model.latents(2000, torch.Generator().manual_seed(0), cut.truncation)
     assert z_cut.abs().max() <= 0.5 and z_plain.abs().max() > 2
     assert z_cut.norm(dim=1).mean() < 0.4 * z_plain.norm(dim=1).mean()
-    g = torch.Generator().manual_seed(1)
-    assert cut.sample(4, g).shape == plain.sample(4, torch.Generator().manual_seed(1)).shape
+    a = model.sample(4, torch.Generator().manual_seed(1), options=cut)
+    assert a.shape == model.sample(4, torch.Generator().manual_seed(1)).shape
 
 
 def test_vae_temperature_scales_the_prior(ckpts):
     seen = []
-    model = knobbed(ckpts["vae"], "sampling.temperature=0.5")
+    model, options = knobbed(ckpts["vae"], "sampling.temperature=0.5")
     model.decoder.register_forward_pre_hook(lambda _, args: seen.append(args[0].std().item()))
-    model.sample(4000, torch.Generator().manual_seed(0))
+    model.sample(4000, torch.Generator().manual_seed(0), options=options)
     assert seen[-1] == pytest.approx(0.5, rel=0.05)
 
 
 def test_guidance_zero_is_the_unconditional_model(ckpts):
-    model = knobbed(ckpts["diffusion"], "sampling.guidance_scale=0", "sampler=ddim", "sampler.steps=2")
-    a = model.sample(4, torch.Generator().manual_seed(0), y=torch.full((4,), 3))
-    b = model.sample(4, torch.Generator().manual_seed(0), y=torch.full((4,), 7))
+    model, options = knobbed(ckpts["diffusion"], "sampling.guidance_scale=0", "sampler=ddim", "sampler.steps=2")
+    a = model.sample(4, torch.Generator().manual_seed(0), labels=torch.full((4,), 3), options=options)
+    b = model.sample(4, torch.Generator().manual_seed(0), labels=torch.full((4,), 7), options=options)
     torch.testing.assert_close(a, b)  # the labels are ignored: only the "no label" prediction is used
-    guided = knobbed(ckpts["diffusion"], "sampling.guidance_scale=3", "sampler=ddim", "sampler.steps=2")
+    _, guided = knobbed(ckpts["diffusion"], "sampling.guidance_scale=3", "sampler=ddim", "sampler.steps=2")
     assert guided.guidance_scale == 3
 
 
@@ -105,6 +115,34 @@ def test_knob_values_are_checked_before_sampling(ckpts):
         knobbed(ckpts["gan"], "sampling.truncation=0")
     with pytest.raises(ConfigError, match="top_p"):
         knobbed(ckpts["transformer"], "sampling.top_p=1.5")
+
+
+def test_knobs_are_passed_and_leave_the_model_as_it_was(ckpts):
+    """sample.py's way (options built from sampling.*, passed to every draw) changes no setting of the model: later
+    samples without options are those of a model that never saw the knob."""
+    model, options = knobbed(ckpts["vae"], "sampling.temperature=0.5", "sampling.prior=normal")
+    defaults = model.default_options
+    cold = [x for x, _ in draw(model, 6, 4, torch.Generator().manual_seed(0), options=options)]
+    assert model.default_options is defaults and (defaults.temperature, defaults.prior) == (1.0, "gmm")
+    assert (options.temperature, options.prior) == (0.5, "normal") and model.prior == "gmm"
+    fresh, _ = load_model(ckpts["vae"])
+    after = model.sample(6, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(after, fresh.sample(6, torch.Generator().manual_seed(1)), rtol=0, atol=0)
+    assert not torch.equal(torch.cat(cold), model.sample(6, torch.Generator().manual_seed(0)))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        defaults.temperature = 0.5  # the declaration is immutable: a knob cannot be set on it either
+
+
+def test_the_yaml_and_resume_read_the_declared_knobs():
+    """conf/sample.yaml and conf/eval.yaml offer exactly the knobs the families declare; resume applies the
+    sampling-only ones (not model.prior, which also decides what the VAE's training fits)."""
+    declared = builtin_knobs()
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    for name in ("sample.yaml", "eval.yaml"):
+        assert set(yaml.safe_load((conf / name).read_text())["sampling"]) == set(declared), name
+    assert {"temperature", "top_k", "top_p", "guidance_scale", "truncation"} <= set(sampling_only_model_keys())
+    assert set(sampling_only_model_keys()) <= set(_SAMPLING) and "prior" not in _SAMPLING
+    assert declared["guidance_scale"].keys() == {"diffusion", "flow_matching"}  # one mechanism for both
 
 
 def test_labels_reach_the_samples(ckpts, tmp_path):

@@ -33,8 +33,7 @@ def test_mixture_prior_samples_where_the_posterior_means_lie(make_cfg):
     assert (z[right] - torch.tensor([5.0, 0.0])).norm(dim=1).max() < 1.0
     assert (z[~right] - torch.tensor([-5.0, 0.0])).norm(dim=1).max() < 1.0
     # the temperature scales each component's spread, not the distance between them
-    model.set_sampling(temperature=0.5)
-    zt = model.prior_sample(4000, g())
+    zt = model.prior_sample(4000, g(), options=model.sampling_options({"temperature": 0.5}))
     assert zt[zt[:, 0] > 0, 1].std() == pytest.approx(z[right, 1].std().item() * 0.5, rel=0.15)
     torch.testing.assert_close(model.prior_sample(8, g(3)), model.prior_sample(8, g(3)))
     assert model.sample(3, g()).shape == (3, 1, 8, 8)
@@ -102,8 +101,9 @@ def test_prior_is_a_sampling_knob(make_cfg):
     mixed = instantiate_checked(make_cfg([*TINY, "model.prior=gmm", "model.prior_components=2"]), "model").eval()
     mixed.fit_prior(torch.randn(100, 2) * 0.1 + 3)
     assert mixed.prior_sample(50, g()).mean() > 2
-    mixed.set_sampling(prior="normal")  # the ablation: the same checkpoint through N(0, I)
-    torch.testing.assert_close(mixed.prior_sample(5, g()), torch.randn(5, 2, generator=g()))
+    normal = mixed.sampling_options({"prior": "normal"})  # the ablation: the same checkpoint through N(0, I)
+    torch.testing.assert_close(mixed.prior_sample(5, g(), options=normal), torch.randn(5, 2, generator=g()))
+    assert mixed.default_options.prior == "gmm" and mixed.prior == "gmm"  # the model itself is unchanged
     plain = instantiate_checked(make_cfg([*TINY, "model.prior=normal"]), "model")
     with pytest.raises(ConfigError, match="sampling.prior='gmm': this VAE samples from normal"):
-        plain.set_sampling(prior="gmm")
+        plain.sampling_options({"prior": "gmm"})

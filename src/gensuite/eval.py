@@ -24,7 +24,7 @@ from gensuite.checkpoint import load_model
 from gensuite.config import instantiate_checked
 from gensuite.errors import ConfigError
 from gensuite.safe_files import refuse_link, write_text_atomic
-from gensuite.sample import apply_sampling, pick_device
+from gensuite.sample import apply_sampler, options_from, pick_device
 from gensuite.train import collect_metrics, print_summary
 from gensuite.trust import STORED_DATA_PATH
 
@@ -127,13 +127,15 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
         return {"sweep": run_sweep(cfg, evaluate)}
     model, run_cfg = load_model(cfg.ckpt_path)
-    apply_sampling(model, cfg)
+    apply_sampler(model, cfg)
+    options = options_from(model, cfg)  # passed to the evaluator's draws, never set on the model
     if cfg.get("seed") is not None:
         L.seed_everything(int(cfg.seed), verbose=False)
     run_cfg.metrics = metrics_config(cfg, run_cfg)
     confirm_data_path(cfg, run_cfg)
     datamodule = instantiate_checked(run_cfg, "data")
     evaluator = instantiate_checked(run_cfg, "metrics")
+    evaluator.options = options
     device = pick_device(cfg.device)
     ckpt = Path(cfg.ckpt_path)
     run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
@@ -148,6 +150,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     )
     trainer.validate(model, datamodule=datamodule, verbose=False)
     metrics = collect_metrics(trainer, model)
+    # how the samples were made, with the options they were drawn with (collect_metrics knows only the defaults)
+    metrics.update(model.eval_info(options) | model.sampling_info(options))
     metrics.pop("train/global_step", None), metrics.pop("train/epochs", None)
     metrics["eval/ckpt_path"] = str(ckpt)
     write_json(out, metrics, root)

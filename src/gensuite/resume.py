@@ -23,6 +23,7 @@ from typing import Any
 import lightning as L
 
 from gensuite.errors import ConfigError
+from gensuite.families.options import sampling_only_model_keys
 from gensuite.run_lock import is_global_rank_zero
 
 APPLY = "applied"
@@ -30,8 +31,10 @@ INEXACT = "applied; the run no longer matches an uninterrupted one"
 REFUSE = "refused"
 IGNORE = "ignored"
 
-_SAMPLING = ("sampler", "temperature", "top_k", "top_p", "use_cache", "text_length", "text_samples")
-_SAMPLING += ("guidance_scale", "clip_denoised", "nll_timesteps", "nll_seed")
+# model settings that only change how samples and evaluations are made: the families' sampling-only knobs as
+# declared (temperature, guidance_scale...: gensuite.families.options), and the samplers and evaluation settings
+_SAMPLING = ("sampler", *sampling_only_model_keys(), "use_cache", "text_length", "text_samples")
+_SAMPLING += ("clip_denoised", "nll_timesteps", "nll_seed")
 
 # What a changed setting does on resume. The first row whose pattern matches the dotted key decides
 # (fnmatch: `*` also spans dots). A key that is missing from the checkpoint's config (added to the suite since)

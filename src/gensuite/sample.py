@@ -9,7 +9,6 @@ Reading and writing sample files is `gensuite.samples_io`.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,8 @@ from gensuite.callbacks.evaluation import grid_of
 from gensuite.checkpoint import load_model
 from gensuite.config import instantiate_checked
 from gensuite.errors import ConfigError
-from gensuite.families import conditioning
+from gensuite.families.draw import draw
+from gensuite.families.options import SamplingOptions
 from gensuite.safe_files import refuse_link, write_bytes_atomic, write_text_atomic
 
 FORMATS = {"grid": "a PNG grid", "npz": "uint8 (N, H, W, C) under 'samples' in an .npz", "png": "a folder of PNGs"}
@@ -49,12 +49,12 @@ def apply_sampler(model: torch.nn.Module, cfg: DictConfig) -> None:
     model.set_sampler(instantiate_checked(cfg, "sampler"))
 
 
-def apply_sampling(model: torch.nn.Module, cfg: DictConfig) -> None:
-    """``sampler=...`` and the family's knobs ``sampling.<name>=...`` (those not null), before any sampling work."""
-    apply_sampler(model, cfg)
+def options_from(model: torch.nn.Module, cfg: DictConfig) -> SamplingOptions | None:
+    """The family's sampling options with ``sampling.<name>=...`` (those not null) applied, checked before any
+    sampling work; None when none is given (the model samples with its own ``default_options``). Passed to
+    ``model.sample``, never set on the model."""
     knobs = {k: v for k, v in (cfg.get("sampling") or {}).items() if v is not None}
-    if knobs:
-        model.set_sampling(**knobs)
+    return model.sampling_options(knobs) if knobs else None
 
 
 def given_labels(model: torch.nn.Module, cfg: DictConfig, n: int) -> torch.Tensor | None:
@@ -81,41 +81,6 @@ def given_labels(model: torch.nn.Module, cfg: DictConfig, n: int) -> torch.Tenso
             fix="e.g. label=3 or labels=[0,1,2]",
         )
     return torch.tensor(wanted, dtype=torch.long).repeat((n + len(wanted) - 1) // len(wanted))[:n]
-
-
-def class_labels(model: torch.nn.Module, n: int, given: torch.Tensor | None = None) -> tuple[dict, torch.Tensor | None]:
-    """The labels a conditional model is given for ``n`` samples, as ``(keyword for model.sample, labels)``.
-
-    They are chosen here and passed in, so the labels stored are the ones the samples were drawn with: ``given``
-    (``label=`` / ``labels=``), else the family's ``sample_labels(n)`` (every family: the balanced rule of
-    `gensuite.families.conditioning`), passed as ``labels=`` or ``y=``, whichever its ``sample`` takes. An
-    unconditional model, or one that takes no labels, gets ``({}, None)``.
-    """
-    keyword = conditioning.label_keyword(model)
-    if keyword is None or not hasattr(model, "sample_labels"):
-        return {}, None
-    labels = given.to(model.device) if given is not None else model.sample_labels(n)
-    return {keyword: labels}, labels
-
-
-def draw(
-    model: torch.nn.Module,
-    n: int,
-    generator: torch.Generator,
-    batch_size: int,
-    labels: torch.Tensor | None = None,
-) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
-    """``n`` samples in batches of at most ``batch_size``: ``(samples, labels or None)`` per batch, on the CPU.
-    ``labels`` ``(n,)``: the class of each sample (a conditional model; default: the model's own rule)."""
-    done = 0
-    while done < n:
-        b = min(batch_size, n - done)
-        given = labels[done : done + b] if labels is not None else None
-        kwargs, labels_b = class_labels(model, b, given)
-        with torch.no_grad():
-            out = model.sample(b, generator=generator, **kwargs)
-        yield out.cpu(), (labels_b.cpu() if labels_b is not None else None)
-        done += b
 
 
 def is_text(model: torch.nn.Module, run_cfg: DictConfig) -> bool:
@@ -158,7 +123,8 @@ def sample(cfg: DictConfig) -> Path:
         )
     device = pick_device(cfg.device)
     model.to(device)
-    apply_sampling(model, cfg)
+    apply_sampler(model, cfg)
+    options = options_from(model, cfg)
     labels = given_labels(model, cfg, int(cfg.n))
     g = torch.Generator(device=device).manual_seed(int(cfg.seed))
     ckpt = Path(cfg.ckpt_path)
@@ -172,9 +138,10 @@ def sample(cfg: DictConfig) -> Path:
     refuse_link(path, "out", root, "the samples")
     raw = fmt in ("npz", "png")  # uint8 batch by batch: 4x less memory than floats for large n
     parts, label_parts = [], []
-    for x, y in draw(model, int(cfg.n), g, int(cfg.batch_size), labels):
+    for x, y in draw(model, int(cfg.n), int(cfg.batch_size), g, labels, options):
+        x = x.cpu()
         parts.append(samples_io.to_uint8(x) if raw else x)
-        label_parts.append(y)
+        label_parts.append(y.cpu() if y is not None else None)
     labels = torch.cat(label_parts).numpy() if label_parts[0] is not None else None
     if raw:
         samples = np.concatenate(parts)

@@ -23,6 +23,7 @@ for text (`decode` turns them into strings); samples use the key/value cache unl
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -34,8 +35,29 @@ from torchmetrics import SumMetric
 from torchmetrics.text import Perplexity
 
 from gensuite.errors import ConfigError
-from gensuite.families import conditioning
 from gensuite.families.base import LIKELIHOOD_KEY, GenerativeModule, Panel
+from gensuite.families.options import SamplingOptions, knob
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenSampling(SamplingOptions):
+    """How the next token is drawn (`gensuite.nets.transformer.sample_from_logits`): ``sampling.temperature=``,
+    ``sampling.top_k=``, ``sampling.top_p=``."""
+
+    temperature: float = knob(
+        1.0, "softmax temperature of the next-token distribution (< 1: safer, > 1: more varied; 0: greedy)"
+    )
+    top_k: int | None = knob(None, "draw only from the k most likely tokens (null: all)")
+    top_p: float | None = knob(None, "nucleus sampling: the smallest set of tokens holding probability p (null: all)")
+
+    def check(self, model) -> None:
+        t, k, p = self.temperature, self.top_k, self.top_p
+        if t < 0 or (k is not None and k < 1) or (p is not None and not 0 < p <= 1):
+            raise ConfigError(
+                f"sampling settings out of range: temperature={t}, top_k={k}, top_p={p}",
+                keys=("sampling.temperature", "sampling.top_k", "sampling.top_p"),
+                fix="temperature >= 0 (0: greedy), top_k >= 1 or null, top_p in (0, 1] or null",
+            )
 
 
 class Autoregressive(GenerativeModule):
@@ -47,8 +69,8 @@ class Autoregressive(GenerativeModule):
         tokenizer: ``model/tokenizer=bytes|pixels|vq``.
         context: positions per forward pass; null: the tokenizer's sequence length (images). Text: the data's
             window length ``data.seq_len``.
-        temperature, top_k, top_p: sampling (`gensuite.nets.transformer.sample_from_logits`). The image
-            metrics use these too: keep 1.0 / null / null for an unbiased sample of the model.
+        temperature, top_k, top_p: the default `TokenSampling` (``sampling.*=`` of sample.py / eval.py changes it
+            per call). The image metrics use these too: keep 1.0 / null / null for an unbiased sample of the model.
         use_cache: sample with the key/value cache.
         text_length: tokens per text sample (may exceed the context: sliding windows).
         text_samples: text samples shown in TensorBoard's text tab and ``samples.txt``.
@@ -57,11 +79,7 @@ class Autoregressive(GenerativeModule):
 
     family = "transformer"
     likelihood_kind = "exact"  # the chain rule over tokens, no bound
-    sampling_knobs = {
-        "temperature": "softmax temperature of the next-token distribution (< 1: safer, > 1: more varied; 0: greedy)",
-        "top_k": "draw only from the k most likely tokens (null: all)",
-        "top_p": "nucleus sampling: the smallest set of tokens holding probability p (null: all)",
-    }
+    Options = TokenSampling
 
     def __init__(
         self,
@@ -78,15 +96,13 @@ class Autoregressive(GenerativeModule):
         optimizer=None,
         scheduler=None,
     ):
-        super().__init__(optimizer, scheduler)
+        super().__init__(optimizer, scheduler, num_classes)
         if num_classes and tokenizer.modality == "text":
             raise ConfigError(
                 f"num_classes={num_classes}: text has no classes, so a transformer over text cannot be conditional",
                 keys=("num_classes",),
                 fix="model.num_classes=0 for text data (class tokens are for labelled image data)",
             )
-        if num_classes < 0:
-            raise ConfigError(f"num_classes must be >= 0, got {num_classes}", keys=("num_classes",))
         seq_len = tokenizer.seq_len
         if context is None:
             if seq_len is None:
@@ -104,10 +120,9 @@ class Autoregressive(GenerativeModule):
         # the class tokens are the net's (a user's own net needs a num_classes argument only to be conditional)
         classes = {"num_classes": num_classes} if num_classes else {}
         self.net = net(vocab_size=tokenizer.vocab_size, context=context, **classes)
-        self.num_classes = num_classes
         self.context = context
-        self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
-        self.check_sampling()
+        self.default_options = TokenSampling(temperature, top_k, top_p)
+        self.default_options.check(self)
         self.use_cache = use_cache
         self.text_length, self.text_samples = text_length, text_samples
         self.is_text = tokenizer.modality == "text"
@@ -143,14 +158,10 @@ class Autoregressive(GenerativeModule):
         """The batch's token sequences ``(B, T)`` int64."""
         return self.tokenizer.encode(batch[0])
 
-    def batch_labels(self, batch) -> torch.Tensor | None:
-        """The class of each example of a conditional model, ``(B,)``; None for an unconditional one."""
-        return batch[1] if self.num_classes else None
-
     def token_nats(self, tokens: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Cross-entropy of every token given the ones before it ``(B, T)`` nats, and the logits ``(B, T, V)``.
         The first input is ``bos``, or the class token of ``labels`` ``(B,)``: an input, never a target."""
-        if self.num_classes:
+        if self.conditional:
             first = self.net.start_tokens(len(tokens), labels, tokens.device)  # (B, 1) class tokens
         else:
             first = torch.full_like(tokens[:, :1], self.net.bos)
@@ -210,39 +221,36 @@ class Autoregressive(GenerativeModule):
     # -- sampling -----------------------------------------------------------------------------------------------
     @torch.no_grad()
     def generate(
-        self, n: int, length: int, generator=None, prompt: torch.Tensor | None = None, labels=None
+        self,
+        n: int,
+        length: int,
+        generator=None,
+        prompt: torch.Tensor | None = None,
+        labels=None,
+        options: TokenSampling | None = None,
     ) -> torch.Tensor:
-        """``n`` token sequences ``(n, length)`` with the configured sampling settings (of class ``labels``)."""
-        extra = {"labels": labels} if self.num_classes else {}
+        """``n`` token sequences ``(n, length)`` drawn with ``options`` (default: the model's), of class ``labels``."""
+        o = self.options_or_default(options)
+        extra = {"labels": labels} if self.conditional else {}
         return self.net.generate(
             n, length, generator=generator, prompt=prompt, use_cache=self.use_cache,
-            temperature=self.temperature, top_k=self.top_k, top_p=self.top_p, **extra,
+            temperature=o.temperature, top_k=o.top_k, top_p=o.top_p, **extra,
         )  # fmt: skip
-
-    def sample_labels(self, n: int) -> torch.Tensor | None:
-        """The labels `sample` draws for ``n`` samples of a conditional model: the shared balanced rule."""
-        return conditioning.sample_labels(n, self.num_classes, self.device)
 
     @torch.no_grad()
     def sample(
-        self, n: int, generator: torch.Generator | None = None, labels: torch.Tensor | None = None
+        self,
+        n: int,
+        generator: torch.Generator | None = None,
+        labels: torch.Tensor | None = None,
+        options: TokenSampling | None = None,
     ) -> torch.Tensor:
         """Images ``(n, C, H, W)`` in [0, 1] (image tokenizers) or token ids ``(n, text_length)`` (text); a
         conditional model draws class ``labels`` ``(n,)`` (default: balanced)."""
         if self.is_text:
-            return self.generate(n, self.text_length, generator)
-        if self.num_classes and labels is None:
-            labels = self.sample_labels(n)
-        return self.tokenizer.decode(self.generate(n, self.tokenizer.seq_len, generator, labels=labels))
-
-    def check_sampling(self) -> None:
-        t, k, p = self.temperature, self.top_k, self.top_p
-        if t < 0 or (k is not None and k < 1) or (p is not None and not 0 < p <= 1):
-            raise ConfigError(
-                f"sampling settings out of range: temperature={t}, top_k={k}, top_p={p}",
-                keys=("sampling.temperature", "sampling.top_k", "sampling.top_p"),
-                fix="temperature >= 0 (0: greedy), top_k >= 1 or null, top_p in (0, 1] or null",
-            )
+            return self.generate(n, self.text_length, generator, options=options)
+        tokens = self.generate(n, self.tokenizer.seq_len, generator, labels=self.labels_for(n, labels), options=options)
+        return self.tokenizer.decode(tokens)
 
     def decode(self, tokens: torch.Tensor) -> list[str]:
         """Token ids ``(n, L)`` -> n strings (text tokenizers)."""
@@ -262,8 +270,8 @@ class Autoregressive(GenerativeModule):
             "samples": self.sample(n, generator),
             "completions": self.completions(batch, generator),
         }
-        if self.num_classes:
-            out["class_grid"] = conditioning.class_grid(self, generator)
+        if self.conditional:
+            out["class_grid"] = self.class_grid(generator)
         return out
 
     @torch.no_grad()

@@ -1,16 +1,24 @@
-"""The protocol every family implements, and what they share: optimisers, logging, the validation loop.
+"""The protocol every family implements, and the kernel they share: conditioning, sampling options, optimisers,
+logging, the validation loop.
 
 A family is a LightningModule built from parts (plain ``nn.Module``s) that Hydra instantiates and passes in.
-The evaluation (`gensuite.metrics`) talks to a family only through this protocol:
+The evaluation (`gensuite.metrics`), ``sample.py`` and ``eval.py`` talk to a family only through this protocol:
 
-- ``sample(n, generator=None)`` -> images in [0, 1], ``(n, C, H, W)`` float (image data), or tokens ``(n, T)``;
+- ``sample(n, generator=None, labels=None, options=None)`` -> images in [0, 1], ``(n, C, H, W)`` float (image
+  data), or tokens ``(n, T)``. ``labels`` ``(n,)``: the class of each sample of a conditional model (default:
+  `sample_labels`); ``options``: the family's `SamplingOptions` (default: ``default_options``). A family without
+  classes or knobs may leave either keyword out: the draw loop (`gensuite.families.draw.draw`) passes them only
+  when they apply;
 - ``nll(batch)`` -> nats per example, ``(B,)`` (exact, or an upper bound), where the family has a likelihood;
 - ``reconstruct(x)`` -> images in [0, 1] where the family has an encoder (PSNR / SSIM);
 - ``panels(batch, generator)`` -> named pictures (``(N, C, H, W)``, or ``(rows, cols, C, H, W)`` for a fixed
   layout) or texts for TensorBoard;
-- ``sampling_knobs`` (name -> what it does) and ``set_sampling(**knobs)``: the settings of ``sample`` that
-  ``sample.py`` / ``eval.py`` change without retraining (``sampling.temperature=0.8``). A family stores each knob
-  as an attribute of the same name (the default `set_sampling` sets it, then calls `check_sampling`).
+- ``Options``: the family's options class (`gensuite.families.options`: a frozen dataclass, one field per knob of
+  ``sampling.<knob>=``), and ``default_options``, an instance built from the constructor's arguments.
+
+Conditioning lives here once: ``num_classes`` (0: unconditional) and `conditional`, a batch's labels
+(`batch_labels`, `training_labels` with label dropout where the family sets ``label_dropout``), the balanced labels
+to sample (`sample_labels`), the `class_grid` panel and the check of a part's classes (`check_part_classes`).
 
 The family's own losses come from ``losses(batch)`` -> dict with a ``loss`` entry; they are logged as
 ``train/<name>`` and ``val/<name>``.
@@ -28,6 +36,9 @@ from torchmetrics.functional.image import peak_signal_noise_ratio, structural_si
 
 from gensuite import contracts
 from gensuite.errors import ConfigError, GensuiteError
+from gensuite.families import conditioning
+from gensuite.families.draw import draw
+from gensuite.families.options import SamplingOptions
 
 Panel = torch.Tensor | str
 
@@ -46,7 +57,7 @@ class FamilyProtocolError(GensuiteError):
 def check_protocol(model: Any) -> None:
     """Check, once when a model is built, what every entry point relies on (module docstring): a
     `GenerativeModule` with its own ``losses`` and ``sample``, a ``family`` name, ``nll`` / ``reconstruct`` either
-    None or callable, and an attribute for each sampling knob. Raises `FamilyProtocolError` naming what is
+    None or callable, and sampling options of its declared class. Raises `FamilyProtocolError` naming what is
     missing."""
     name = type(model).__name__
     fix = "see README 'Add a family': subclass gensuite.families.base.GenerativeModule, implement losses and sample"
@@ -60,11 +71,11 @@ def check_protocol(model: Any) -> None:
         value = getattr(model, m, None)
         if value is not None and not callable(value):
             problems.append(f"{m} is {type(value).__name__}, not None or a method")
-    if not isinstance(model.sampling_knobs, dict):
-        problems.append("sampling_knobs is not a dict of knob name -> description")
-    else:
-        problems += [f"sampling knob {k!r} has no attribute of that name" for k in model.sampling_knobs
-                     if not hasattr(model, k)]  # fmt: skip
+    options = getattr(type(model), "Options", None)
+    if not (isinstance(options, type) and issubclass(options, SamplingOptions)):
+        problems.append("its class attribute `Options` is not a gensuite.families.options.SamplingOptions dataclass")
+    elif not isinstance(getattr(model, "default_options", None), options):
+        problems.append(f"default_options is not a {options.__name__}")
     if problems:
         raise FamilyProtocolError(f"model {name} breaks the family protocol: " + "; ".join(problems), fix=fix)
 
@@ -74,18 +85,42 @@ class GenerativeModule(L.LightningModule):
 
     family = "base"
 
-    def __init__(self, optimizer: Callable[..., torch.optim.Optimizer] | None = None, scheduler: Any = None):
+    #: the family's sampling options (`gensuite.families.options`); ``default_options`` is one built at construction
+    Options: type[SamplingOptions] = SamplingOptions
+    #: probability of replacing a training label by "no label" (classifier-free guidance); None: no label dropout
+    label_dropout: float | None = None
+
+    def __init__(
+        self,
+        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+        scheduler: Any = None,
+        num_classes: int = 0,
+        label_dropout: float | None = None,
+    ):
         super().__init__()
         # Hydra partials (`_partial_: true`): kept as attributes, never in hparams (they do not unpickle with
         # weights_only=True). The composed config travels in the checkpoint as plain data instead.
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
+        if num_classes < 0:
+            raise ConfigError(f"num_classes must be >= 0, got {num_classes}", keys=("num_classes",),
+                              fix="model.num_classes=0 (unconditional) or ${data.num_classes}")  # fmt: skip
+        if label_dropout is not None and not 0 <= label_dropout <= 1:
+            raise ConfigError(f"label_dropout must be in [0, 1], got {label_dropout}", keys=("label_dropout",))
+        self.num_classes, self.label_dropout = num_classes, label_dropout
+        self.default_options: SamplingOptions = self.Options()
 
     # -- protocol --------------------------------------------------------------------------------------------
     def losses(self, batch) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
-    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(
+        self,
+        n: int,
+        generator: torch.Generator | None = None,
+        labels: torch.Tensor | None = None,
+        options: SamplingOptions | None = None,
+    ) -> torch.Tensor:
         raise NotImplementedError
 
     nll: Callable | None = None  # (batch) -> nats per example; None: the family has no likelihood
@@ -102,33 +137,105 @@ class GenerativeModule(L.LightningModule):
         """The reconstruction of a batch's images (a conditional family also reads its labels ``batch[1]``)."""
         return self.reconstruct(batch[0])
 
-    #: the knobs of `sample` a user may set at sample time (``sampling.<name>=``), name -> one line on its effect
-    sampling_knobs: dict[str, str] = {}
+    # -- sampling options ------------------------------------------------------------------------------------
+    def sampling_options(self, overrides: dict[str, Any] | None = None) -> SamplingOptions:
+        """``default_options`` with ``sampling.<knob>`` ``overrides`` (None values: unchanged), checked for this
+        model before any sampling work: what ``sample.py`` / ``eval.py`` pass to `sample`. A knob the family does
+        not declare is a `ConfigError` listing the ones it has."""
+        options = self.default_options.override(overrides or {}, self.family)
+        options.check(self)
+        return options
 
-    def set_sampling(self, **knobs: Any) -> None:
-        """Set sampling knobs (``python sample.py ckpt_path=... sampling.temperature=0.8``) for every later `sample`.
+    def options_or_default(self, options: SamplingOptions | None) -> SamplingOptions:
+        """``options`` (of this family's class), or ``default_options`` when None."""
+        if options is None:
+            return self.default_options
+        if not isinstance(options, self.Options):
+            raise TypeError(f"a {self.family} model samples with {self.Options.__name__}, not {type(options).__name__}")
+        return options
 
-        A knob this family does not have is a `ConfigError` listing the ones it has; values are checked by
-        `check_sampling` (which a family overrides) before any sampling work."""
-        unknown = [k for k in knobs if k not in self.sampling_knobs]
-        if unknown:
-            have = "; ".join(f"sampling.{k}: {v}" for k, v in self.sampling_knobs.items()) or "none"
+    def sampling_info(self, options: SamplingOptions | None = None) -> dict[str, Any]:
+        """The options' values, for metrics.json (``eval/sampling.<name>``): numbers say how they were made."""
+        return self.options_or_default(options).info()
+
+    def eval_info(self, options: SamplingOptions | None = None) -> dict[str, Any]:
+        """How the family makes samples with ``options`` (default: its own), for metrics.json beside
+        `sampling_info` (e.g. diffusion: ``{"eval/sampler": "dpm_solver_sde-20"}``); none here."""
+        return {}
+
+    # -- conditioning ----------------------------------------------------------------------------------------
+    @property
+    def conditional(self) -> bool:
+        """Whether the model is class-conditional (``model.num_classes`` > 0)."""
+        return self.num_classes > 0
+
+    def check_part_classes(self, part: Any, key: str) -> None:
+        """A part (denoiser, decoder, discriminator) built for other classes than the model's is refused."""
+        have = getattr(part, "num_classes", 0)
+        if have != self.num_classes:
             raise ConfigError(
-                f"a {self.family} model has no sampling knob " + ", ".join(f"sampling.{k}" for k in unknown)
-                + f". Its knobs: {have}",
-                keys=tuple(f"sampling.{k}" for k in unknown),
-                fix="drop the override" + (", or use one of the knobs above" if self.sampling_knobs else ""),
-            )  # fmt: skip
-        for name, value in knobs.items():
-            setattr(self, name, value)
-        self.check_sampling()
+                f"num_classes={self.num_classes} but the {key} was built with num_classes={have}: the model and its "
+                "parts must be (un)conditional with the same classes",
+                keys=("num_classes", f"{key}.num_classes"),
+                fix=f"leave the {key}'s num_classes to ${{model.num_classes}} and set only model.num_classes (0: "
+                "unconditional; ${data.num_classes}: conditional)",
+            )
 
-    def check_sampling(self) -> None:
-        """Raise a `ConfigError` naming ``sampling.<knob>`` when a knob's value is out of range."""
+    def batch_labels(self, batch) -> torch.Tensor | None:
+        """The class of each example of a conditional model, ``batch[1]`` ``(B,)``; None for an unconditional one."""
+        return batch[1] if self.conditional else None
 
-    def sampling_info(self) -> dict[str, Any]:
-        """The knobs' current values, for metrics.json (``eval/sampling.<name>``): numbers say how they were made."""
-        return {f"eval/sampling.{k}": getattr(self, k) for k in self.sampling_knobs if getattr(self, k) is not None}
+    def training_labels(self, batch) -> torch.Tensor | None:
+        """`batch_labels` with label dropout (`conditioning.drop_labels`, from this rank's training noise) where the
+        family has a ``label_dropout``."""
+        labels = self.batch_labels(batch)
+        if labels is None or self.label_dropout is None:
+            return labels
+        return conditioning.drop_labels(labels, self.label_dropout, self.rank_noise(torch.rand, len(labels)))
+
+    def sample_labels(self, n: int, start: int = 0) -> torch.Tensor | None:
+        """``(n,)`` long: the labels of samples ``start .. start + n - 1`` of a conditional model, balanced ``0, 1,
+        ..., K-1, 0, ...`` (class coverage and the class histogram are judged against a balanced reference, so every
+        class is drawn equally often); None for an unconditional model."""
+        if not self.conditional:
+            return None
+        return torch.arange(start, start + n, device=self.device) % self.num_classes
+
+    def labels_for(self, n: int, labels: torch.Tensor | None = None) -> torch.Tensor | None:
+        """The labels `sample` draws ``n`` samples of a conditional model with: ``labels`` (on the model's device),
+        else `sample_labels`; None for an unconditional model."""
+        if not self.conditional:
+            return None
+        return self.sample_labels(n) if labels is None else labels.to(self.device)
+
+    @torch.no_grad()
+    def class_grid(
+        self,
+        generator: torch.Generator | None = None,
+        per_class: int = 8,
+        same_noise: bool = False,
+        options: SamplingOptions | None = None,
+    ) -> torch.Tensor:
+        """The ``class_grid`` panel of a conditional model: ``(num_classes, per_class, C, H, W)``, one row per class.
+
+        ``same_noise``: each row is drawn from the same generator state, so a column differs only by its label
+        (one draw per class: for families whose sampling is cheap, the GAN and the VAE); otherwise one batch of
+        ``num_classes * per_class`` samples (diffusion, flow matching, the transformer)."""
+        if not self.conditional:
+            raise ValueError(f"a {self.family} model without labels has no class grid")
+        k = self.num_classes
+        if not same_noise:
+            labels = torch.arange(k, device=self.device).repeat_interleave(per_class)
+            images, _ = next(draw(self, len(labels), len(labels), generator, labels, options))
+            return images.view(k, per_class, *images.shape[1:])
+        state = generator.get_state() if generator is not None else None
+        rows = []
+        for c in range(k):
+            if generator is not None:
+                generator.set_state(state)
+            labels = torch.full((per_class,), c, device=self.device)
+            rows.append(next(draw(self, per_class, per_class, generator, labels, options))[0])
+        return torch.stack(rows)  # (K, per_class, C, H, W)
 
     def rank_noise(self, draw: Callable[..., torch.Tensor], n: int, *shape: int, **kwargs: Any) -> torch.Tensor:
         """Training noise, ``draw(n, *shape)`` on this module's device, different on every DDP rank (the global

@@ -8,8 +8,8 @@ stops the low-noise steps from dominating the gradient.
 Classifier-free guidance (Ho & Salimans 2022): with ``num_classes > 0`` the label is replaced by "no label"
 (``-1``) with probability ``label_dropout`` during training, so one network learns p(x|y) and p(x). At sampling
 the two outputs are mixed: ``out = out(∅) + s · (out(y) - out(∅))``; ``s = 0`` is unconditional, ``s = 1``
-conditional, ``s > 1`` trades diversity for fidelity. Labels to sample are balanced. All of it is the shared
-`gensuite.families.conditioning`.
+conditional, ``s > 1`` trades diversity for fidelity. Labels to sample are balanced. All of it is shared: the
+base class's conditioning, `gensuite.families.conditioning.guide` and the `Guidance` option.
 
 Sampling uses the model's current sampler (`set_sampler`; ``sampler=`` on the command line), also inside the
 shared evaluation: ``eval_info()`` puts its name and step count into metrics.json. ``nll`` is the variational
@@ -32,6 +32,7 @@ from gensuite.diffusion.schedules import NoiseSchedule, check_prediction
 from gensuite.errors import ConfigError
 from gensuite.families import conditioning
 from gensuite.families.base import GenerativeModule, Panel
+from gensuite.families.options import Guidance
 from gensuite.processes import check_process
 
 
@@ -47,14 +48,15 @@ class Diffusion(GenerativeModule):
         min_snr_gamma: γ of min-SNR-γ loss weighting; null for the plain (unweighted) loss.
         num_classes: > 0 trains a class-conditional model with label dropout (must match the denoiser's).
         label_dropout: probability of dropping the label in training (classifier-free guidance).
-        guidance_scale: s of classifier-free guidance when sampling a conditional model.
+        guidance_scale: s of classifier-free guidance when sampling a conditional model (the default of the
+            `Guidance` option, ``sampling.guidance_scale=``).
         clip_denoised: clip x̂_0 to [-1, 1] while sampling (pixel space; not used by the likelihood).
         nll_timesteps: network calls of the likelihood estimate (stratified over steps; >= T-1: exact bound).
         nll_seed: seed of the likelihood estimate's noise, so the number is the same for the same weights.
     """
 
     family = "diffusion"
-    sampling_knobs = conditioning.GUIDANCE_KNOB
+    Options = Guidance
 
     def __init__(
         self,
@@ -72,7 +74,7 @@ class Diffusion(GenerativeModule):
         optimizer=None,
         scheduler=None,
     ):
-        super().__init__(optimizer, scheduler)
+        super().__init__(optimizer, scheduler, num_classes, label_dropout)
         check_prediction(prediction)
         if isinstance(denoiser, functools.partial):
             raise ConfigError(
@@ -80,23 +82,15 @@ class Diffusion(GenerativeModule):
                 keys=("denoiser",),
                 fix="model/denoiser=unet (or unet_small) for diffusion on pixels",
             )
-        if getattr(denoiser, "num_classes", 0) != num_classes:
-            raise ConfigError(
-                f"num_classes={num_classes} but the denoiser was built with num_classes="
-                f"{getattr(denoiser, 'num_classes', 0)}",
-                keys=("num_classes", "denoiser.num_classes"),
-                fix="leave the denoiser's num_classes to ${model.num_classes}",
-            )
+        self.check_part_classes(denoiser, "denoiser")
         if min_snr_gamma is not None and min_snr_gamma <= 0:
             raise ConfigError(f"min_snr_gamma must be > 0 or null, got {min_snr_gamma}", keys=("min_snr_gamma",))
-        if not 0 <= label_dropout <= 1:
-            raise ConfigError(f"label_dropout must be in [0, 1], got {label_dropout}", keys=("label_dropout",))
         if nll_timesteps < 1:
             raise ConfigError(f"nll_timesteps must be >= 1, got {nll_timesteps}", keys=("nll_timesteps",))
         self.denoiser, self.schedule = denoiser, schedule
         self.prediction, self.min_snr_gamma = prediction, min_snr_gamma
-        self.num_classes, self.label_dropout = num_classes, label_dropout
-        self.guidance_scale, self.clip_denoised = guidance_scale, clip_denoised
+        self.default_options = Guidance(guidance_scale)
+        self.clip_denoised = clip_denoised
         self.nll_timesteps, self.nll_seed = nll_timesteps, nll_seed
         if hasattr(denoiser, "image_size"):
             self.sample_shape: tuple[int, ...] = (denoiser.in_channels, denoiser.image_size, denoiser.image_size)
@@ -118,10 +112,6 @@ class Diffusion(GenerativeModule):
         """The sampler's output -> images in [0, 1]."""
         return to_unit(x0)
 
-    @property
-    def conditional(self) -> bool:
-        return self.num_classes > 0
-
     # -- sampler -----------------------------------------------------------------------------------------------
     def set_sampler(self, sampler: Sampler) -> None:
         """Use ``sampler`` from now on (``python sample.py ckpt_path=... sampler=ddim sampler.steps=50``); a
@@ -130,14 +120,11 @@ class Diffusion(GenerativeModule):
         sampler.check(self.schedule)
         self.sampler = sampler
 
-    def check_sampling(self) -> None:
-        conditioning.check_guidance(self.guidance_scale, self.conditional, self.family)
-
-    def eval_info(self) -> dict[str, str | float]:
+    def eval_info(self, options: Guidance | None = None) -> dict[str, str | float]:
         """How samples are made, for metrics.json (FID of DDPM-1000 and of DPM-Solver-20 are different numbers)."""
         info: dict[str, str | float] = {"eval/sampler": self.sampler.describe()}
         if self.conditional:
-            info["eval/guidance_scale"] = self.guidance_scale
+            info["eval/guidance_scale"] = self.options_or_default(options).guidance_scale
         return info
 
     # -- training ----------------------------------------------------------------------------------------------
@@ -148,16 +135,6 @@ class Diffusion(GenerativeModule):
         snr = self.schedule.snr(t)
         clipped = snr.clamp(max=self.min_snr_gamma)
         return clipped / snr if self.prediction == "eps" else clipped / (snr + 1)
-
-    def training_labels(self, batch) -> torch.Tensor | None:
-        """The batch's labels with label dropout (classifier-free guidance); None for an unconditional model."""
-        if not self.conditional:
-            return None
-        return conditioning.drop_labels(batch[1], self.label_dropout, self.rank_noise(torch.rand, len(batch[1])))
-
-    def sample_labels(self, n: int) -> torch.Tensor | None:
-        """The labels `sample` draws for ``n`` samples of a conditional model: the shared balanced rule."""
-        return conditioning.sample_labels(n, self.num_classes, self.device)
 
     def losses(self, batch) -> dict[str, torch.Tensor]:
         x0 = self.encode_data(batch[0])
@@ -198,21 +175,15 @@ class Diffusion(GenerativeModule):
         self,
         n: int,
         generator: torch.Generator | None = None,
-        y: torch.Tensor | None = None,
-        guidance_scale: float | None = None,
-        sampler: Sampler | None = None,
+        labels: torch.Tensor | None = None,
+        options: Guidance | None = None,
     ) -> torch.Tensor:
-        """``n`` images in [0, 1] with the current sampler (or ``sampler``).
-
-        A conditional model is given balanced labels (`sample_labels`) unless ``y`` is given, and guides with
-        ``guidance_scale`` (default: the model's).
-        """
-        sampler = sampler or self.sampler
+        """``n`` images in [0, 1] with the model's sampler; a conditional model is given balanced labels
+        (`sample_labels`) unless ``labels`` ``(n,)`` are given, and guides with ``options.guidance_scale``
+        (default: the model's)."""
+        scale = self.options_or_default(options).guidance_scale
         x = torch.randn(n, *self.sample_shape, generator=generator, device=self.device)
-        if self.conditional and y is None:
-            y = self.sample_labels(n)
-        scale = self.guidance_scale if guidance_scale is None else guidance_scale
-        out = sampler(self.denoiser_fn(y, scale), self.schedule, x, generator)
+        out = self.sampler(self.denoiser_fn(self.labels_for(n, labels), scale), self.schedule, x, generator)
         return self.decode_data(out)
 
     # -- likelihood --------------------------------------------------------------------------------------------
@@ -230,7 +201,7 @@ class Diffusion(GenerativeModule):
     def panels(self, batch, generator=None, n: int = 64) -> dict[str, Panel]:
         out: dict[str, Panel] = {"samples": self.sample(n, generator)}
         out["sampler"] = f"{self.sampler.describe()}" + (
-            f", guidance scale {self.guidance_scale:g}" if self.conditional else ""
+            f", guidance scale {self.default_options.guidance_scale:g}" if self.conditional else ""
         )
         x = batch[0][:8]
         # the forward process: each row one image, noised at 8 steps from 0 to T-1
@@ -242,8 +213,3 @@ class Diffusion(GenerativeModule):
         if self.conditional:
             out["class_grid"] = self.class_grid(generator)
         return out
-
-    @torch.no_grad()
-    def class_grid(self, generator=None, per_class: int = 8) -> torch.Tensor:
-        """``(num_classes, per_class, C, H, W)``: one row per class, at the model's guidance scale."""
-        return conditioning.class_grid(self, generator, per_class)

@@ -13,8 +13,9 @@ schedule is involved.
 - **The network** is the shared denoiser of the parts zoo (``model/denoiser=unet``), ``(x_t, t, y)``; it embeds
   t sinusoidally like a diffusion step, so it is given ``t · time_scale`` (default 1000: the range of the
   diffusion family's integer steps 0..999, where the embedding's frequencies were chosen).
-- **Classifier-free guidance** (Ho & Salimans 2022) through `gensuite.families.conditioning`: label dropout in
-  training, ``v = v(∅) + s (v(y) - v(∅))`` at sampling, balanced labels, the class grid.
+- **Classifier-free guidance** (Ho & Salimans 2022), shared with diffusion: label dropout in training and balanced
+  labels (the base class), ``v = v(∅) + s (v(y) - v(∅))`` at sampling (`conditioning.guide`, the `Guidance`
+  option), the class grid.
 - **Likelihood**: ``nll`` is the instantaneous change of variables through the ODE with a Hutchinson trace
   estimate (`gensuite.flow.likelihood`) on uniformly dequantised 8-bit pixels: an *estimate* of an upper bound on
   the discrete negative log-likelihood, in nats per image (``val/nll_bpd``: bits/dim).
@@ -35,6 +36,7 @@ from gensuite.contracts import to_signed, to_unit
 from gensuite.errors import ConfigError
 from gensuite.families import conditioning
 from gensuite.families.base import GenerativeModule, Panel
+from gensuite.families.options import Guidance
 from gensuite.flow.likelihood import PROBES, ode_log_likelihood
 from gensuite.flow.samplers import Euler, FlowSampler, Heun
 from gensuite.processes import check_process
@@ -52,7 +54,8 @@ class FlowMatching(GenerativeModule):
         time_scale: the network is given ``t * time_scale`` (its sinusoidal embedding expects step-like numbers).
         num_classes: > 0 trains a class-conditional model with label dropout (must match the denoiser's).
         label_dropout: probability of dropping the label in training (classifier-free guidance).
-        guidance_scale: s of classifier-free guidance when sampling a conditional model.
+        guidance_scale: s of classifier-free guidance when sampling a conditional model (the default of the
+            `Guidance` option, ``sampling.guidance_scale=``).
         dequantize: uniform dequantisation of the 8-bit pixels in training.
         nll_steps: Heun steps of the likelihood's ODE solve (2 network calls + 2 gradients each); 0: no likelihood.
         nll_probe: Hutchinson probe, ``rademacher`` or ``gaussian``; ``nll_seed``: its seed (and the
@@ -61,7 +64,7 @@ class FlowMatching(GenerativeModule):
 
     family = "flow_matching"
     likelihood_kind = "estimate"  # ODE solve with a Hutchinson trace: neither exact nor a bound
-    sampling_knobs = conditioning.GUIDANCE_KNOB
+    Options = Guidance
 
     def __init__(
         self,
@@ -81,22 +84,14 @@ class FlowMatching(GenerativeModule):
         optimizer=None,
         scheduler=None,
     ):
-        super().__init__(optimizer, scheduler)
+        super().__init__(optimizer, scheduler, num_classes, label_dropout)
         if time_sampling not in TIME_SAMPLING:
             raise ConfigError(
                 f"time_sampling must be one of {TIME_SAMPLING}, got {time_sampling!r}", keys=("time_sampling",)
             )
         if logit_std <= 0:
             raise ConfigError(f"logit_std must be > 0, got {logit_std}", keys=("logit_std",))
-        if getattr(denoiser, "num_classes", 0) != num_classes:
-            raise ConfigError(
-                f"num_classes={num_classes} but the denoiser was built with num_classes="
-                f"{getattr(denoiser, 'num_classes', 0)}",
-                keys=("num_classes", "denoiser.num_classes"),
-                fix="leave the denoiser's num_classes to ${model.num_classes}",
-            )
-        if not 0 <= label_dropout <= 1:
-            raise ConfigError(f"label_dropout must be in [0, 1], got {label_dropout}", keys=("label_dropout",))
+        self.check_part_classes(denoiser, "denoiser")
         if nll_steps < 0:
             raise ConfigError(f"nll_steps must be >= 0 (0: no likelihood), got {nll_steps}", keys=("nll_steps",))
         if nll_probe not in PROBES:
@@ -104,7 +99,7 @@ class FlowMatching(GenerativeModule):
         self.denoiser = denoiser
         self.time_sampling, self.logit_mean, self.logit_std = time_sampling, logit_mean, logit_std
         self.time_scale = time_scale
-        self.num_classes, self.label_dropout, self.guidance_scale = num_classes, label_dropout, guidance_scale
+        self.default_options = Guidance(guidance_scale)
         self.dequantize = dequantize
         self.nll_steps, self.nll_probe, self.nll_seed = nll_steps, nll_probe, nll_seed
         if nll_steps == 0:
@@ -115,10 +110,6 @@ class FlowMatching(GenerativeModule):
             self.sample_shape = (denoiser.dim,)
         self.sampler: FlowSampler = Euler(16)
         self.set_sampler(sampler or self.sampler)
-
-    @property
-    def conditional(self) -> bool:
-        return self.num_classes > 0
 
     # -- data <-> model space ----------------------------------------------------------------------------------
     def encode_data(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -142,14 +133,11 @@ class FlowMatching(GenerativeModule):
         check_process(sampler, "flow", self.family)
         self.sampler = sampler
 
-    def check_sampling(self) -> None:
-        conditioning.check_guidance(self.guidance_scale, self.conditional, self.family)
-
-    def eval_info(self) -> dict[str, str | float]:
+    def eval_info(self, options: Guidance | None = None) -> dict[str, str | float]:
         """How samples are made, for metrics.json."""
         info: dict[str, str | float] = {"eval/sampler": self.sampler.describe()}
         if self.conditional:
-            info["eval/guidance_scale"] = self.guidance_scale
+            info["eval/guidance_scale"] = self.options_or_default(options).guidance_scale
         if self.nll is not None:
             info["eval/nll_estimator"] = (
                 f"ODE change of variables, Heun {self.nll_steps} steps, Hutchinson ({self.nll_probe}), "
@@ -163,16 +151,6 @@ class FlowMatching(GenerativeModule):
         if self.time_sampling == "uniform":
             return self.rank_noise(torch.rand, n, device=device)
         return torch.sigmoid(self.logit_mean + self.logit_std * self.rank_noise(torch.randn, n, device=device))
-
-    def training_labels(self, batch) -> torch.Tensor | None:
-        """The batch's labels with label dropout (classifier-free guidance); None for an unconditional model."""
-        if not self.conditional:
-            return None
-        return conditioning.drop_labels(batch[1], self.label_dropout, self.rank_noise(torch.rand, len(batch[1])))
-
-    def sample_labels(self, n: int) -> torch.Tensor | None:
-        """The labels `sample` draws for ``n`` samples of a conditional model: the shared balanced rule."""
-        return conditioning.sample_labels(n, self.num_classes, self.device)
 
     def losses(self, batch) -> dict[str, torch.Tensor]:
         x1 = self.encode_data(batch[0])  # data, (B, C, H, W)
@@ -202,18 +180,15 @@ class FlowMatching(GenerativeModule):
         self,
         n: int,
         generator: torch.Generator | None = None,
-        y: torch.Tensor | None = None,
-        guidance_scale: float | None = None,
-        sampler: FlowSampler | None = None,
+        labels: torch.Tensor | None = None,
+        options: Guidance | None = None,
     ) -> torch.Tensor:
-        """``n`` images in [0, 1] with the current sampler (or ``sampler``); a conditional model is given balanced
-        labels (`sample_labels`) unless ``y`` is given, and guides with ``guidance_scale`` (default: the model's)."""
-        sampler = sampler or self.sampler
+        """``n`` images in [0, 1] with the model's sampler; a conditional model is given balanced labels
+        (`sample_labels`) unless ``labels`` ``(n,)`` are given, and guides with ``options.guidance_scale``
+        (default: the model's)."""
+        scale = self.options_or_default(options).guidance_scale
         x0 = torch.randn(n, *self.sample_shape, generator=generator, device=self.device)
-        if self.conditional and y is None:
-            y = self.sample_labels(n)
-        scale = self.guidance_scale if guidance_scale is None else guidance_scale
-        return self.decode_data(sampler(self.velocity_fn(y, scale), x0))
+        return self.decode_data(self.sampler(self.velocity_fn(self.labels_for(n, labels), scale), x0))
 
     # -- likelihood --------------------------------------------------------------------------------------------
     def nll(self, batch) -> torch.Tensor:
@@ -234,7 +209,7 @@ class FlowMatching(GenerativeModule):
     def panels(self, batch, generator=None, n: int = 64) -> dict[str, Panel]:
         out: dict[str, Panel] = {"samples": self.sample(n, generator)}
         out["sampler"] = self.sampler.describe() + (
-            f", guidance scale {self.guidance_scale:g}" if self.conditional else ""
+            f", guidance scale {self.default_options.guidance_scale:g}" if self.conditional else ""
         )
         x1 = self.encode_data(batch[0][:8])
         # the path: each row one image, from its noise (t = 0) to the image (t = 1) at 8 times
@@ -245,8 +220,3 @@ class FlowMatching(GenerativeModule):
         if self.conditional:
             out["class_grid"] = self.class_grid(generator)
         return out
-
-    @torch.no_grad()
-    def class_grid(self, generator=None, per_class: int = 8) -> torch.Tensor:
-        """``(num_classes, per_class, C, H, W)``: one row per class, at the model's guidance scale."""
-        return conditioning.class_grid(self, generator, per_class)

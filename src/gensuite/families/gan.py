@@ -28,6 +28,7 @@ whole global batch and keeps its own slice (`rank_noise`); the global RNG (saved
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import torch
@@ -36,10 +37,29 @@ from torch import nn
 from gensuite import lightning_compat
 from gensuite.contracts import attached_trainer, to_signed, to_unit
 from gensuite.errors import ConfigError
-from gensuite.families import conditioning
 from gensuite.families.base import GenerativeModule, NonFiniteLossError, Panel
 from gensuite.families.gan_losses import AdversarialLoss
+from gensuite.families.options import SamplingOptions, knob
 from gensuite.nets.discriminators import uses_batch_statistics
+
+
+@dataclasses.dataclass(frozen=True)
+class GANOptions(SamplingOptions):
+    """The GAN's sampling knob (``sampling.truncation=``)."""
+
+    truncation: float | None = knob(
+        None,
+        "the truncation trick (Brock et al. 2019): latent entries beyond +-t are redrawn, trading diversity for "
+        "fidelity (null: none)",
+    )
+
+    def check(self, model) -> None:
+        if self.truncation is not None and self.truncation <= 0:
+            raise ConfigError(
+                f"truncation must be > 0 or null, got {self.truncation}",
+                keys=("sampling.truncation",),
+                fix="e.g. sampling.truncation=0.7 (smaller: less diverse, cleaner samples)",
+            )
 
 
 def grad_norm(module: nn.Module) -> torch.Tensor:
@@ -69,11 +89,7 @@ class GAN(GenerativeModule):
     """
 
     family = "gan"
-    sampling_knobs = {
-        "truncation": "the truncation trick (Brock et al. 2019): latent entries beyond +-t are redrawn, trading "
-        "diversity for fidelity (null: none)"
-    }
-    truncation: float | None = None
+    Options = GANOptions
 
     def __init__(
         self,
@@ -89,22 +105,21 @@ class GAN(GenerativeModule):
         clip_grad_g: float | None = None,
         clip_grad_d: float | None = None,
     ):
-        super().__init__(optimizer, scheduler)
+        super().__init__(optimizer, scheduler, num_classes)
         self.automatic_optimization = False
-        self._check_parts(decoder, discriminator, loss, latent_dim, num_classes)
+        self._check_parts(decoder, discriminator, loss, latent_dim)
         if n_critic < 1:
             raise ConfigError(f"n_critic must be >= 1, got {n_critic}", keys=("n_critic",), fix="n_critic=1")
         for key, value in {"clip_grad_g": clip_grad_g, "clip_grad_d": clip_grad_d}.items():
             if value is not None and value <= 0:
                 raise ConfigError(f"{key} must be > 0 or null, got {value}", keys=(key,), fix=f"{key}=null")
         self.decoder, self.discriminator, self.loss = decoder, discriminator, loss
-        self.latent_dim, self.num_classes, self.n_critic = latent_dim, num_classes, n_critic
+        self.latent_dim, self.n_critic = latent_dim, n_critic
         self.optimizer_d_factory = optimizer_d
         self.clip_grad_g, self.clip_grad_d = clip_grad_g, clip_grad_d
         self.image_shape = (decoder.out_channels, decoder.image_size, decoder.image_size)
 
-    @staticmethod
-    def _check_parts(decoder, discriminator, loss, latent_dim: int, num_classes: int) -> None:
+    def _check_parts(self, decoder, discriminator, loss, latent_dim: int) -> None:
         if latent_dim <= 0:
             raise ConfigError(f"latent_dim must be > 0, got {latent_dim}", keys=("latent_dim",))
         if decoder.latent_dim != latent_dim:
@@ -122,16 +137,8 @@ class GAN(GenerativeModule):
                     keys=(f"decoder.{gen_key}", f"discriminator.body.{dis_key}"),
                     fix="leave both to the data config (${data.channels}, ${data.image_size})",
                 )
-        if num_classes < 0:
-            raise ConfigError(f"num_classes must be >= 0, got {num_classes}", keys=("num_classes",))
-        for part, key in ((decoder, "decoder"), (discriminator, "discriminator")):
-            if getattr(part, "num_classes", 0) != num_classes:
-                raise ConfigError(
-                    f"{key}.num_classes={getattr(part, 'num_classes', 0)} but num_classes={num_classes}: the "
-                    "generator and the discriminator must both be (un)conditional with the same classes",
-                    keys=(f"{key}.num_classes", "num_classes"),
-                    fix="set only model.num_classes (0: unconditional; e.g. ${data.num_classes}: conditional)",
-                )
+        self.check_part_classes(decoder, "decoder")
+        self.check_part_classes(discriminator, "discriminator")
         if loss.has_gradient_penalty and uses_batch_statistics(discriminator):
             raise ConfigError(
                 f"{type(loss).__name__} penalises the gradient of each example's logit, but the discriminator "
@@ -143,51 +150,42 @@ class GAN(GenerativeModule):
     # -- generation ------------------------------------------------------------------------------------------
     def generate(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Latents ``(B, latent_dim)`` [+ labels ``(B,)``] -> images in [-1, 1], ``(B, C, H, W)``."""
-        raw = self.decoder(z, labels) if self.num_classes else self.decoder(z)
+        raw = self.decoder(z, labels) if self.conditional else self.decoder(z)
         return torch.tanh(raw)
-
-    def sample_labels(self, n: int) -> torch.Tensor | None:
-        """The labels `sample` draws for ``n`` samples of a conditional GAN: the shared balanced rule."""
-        return conditioning.sample_labels(n, self.num_classes, self.device)
 
     @torch.no_grad()
     def sample(
-        self, n: int, generator: torch.Generator | None = None, labels: torch.Tensor | None = None
+        self,
+        n: int,
+        generator: torch.Generator | None = None,
+        labels: torch.Tensor | None = None,
+        options: GANOptions | None = None,
     ) -> torch.Tensor:
         """``n`` images in [0, 1], ``(n, C, H, W)``; a conditional GAN takes ``labels`` (default: balanced)."""
-        z = self.latents(n, generator)
-        if self.num_classes:
-            labels = self.sample_labels(n) if labels is None else labels.to(self.device)
-        return to_unit(self.generate(z, labels), clamp=False)
+        z = self.latents(n, generator, self.options_or_default(options).truncation)
+        return to_unit(self.generate(z, self.labels_for(n, labels)), clamp=False)
 
-    def latents(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    def latents(
+        self, n: int, generator: torch.Generator | None = None, truncation: float | None = None
+    ) -> torch.Tensor:
         """``(n, latent_dim)`` draws of the prior N(0, I), truncated to [-t, t] when ``truncation`` is set."""
         z = torch.randn(n, self.latent_dim, generator=generator, device=self.device)
-        if self.truncation is not None:  # a normal truncated to [-t, t] (the same draws as redrawing outliers)
-            torch.nn.init.trunc_normal_(z, 0.0, 1.0, -self.truncation, self.truncation, generator=generator)
+        if truncation is not None:  # a normal truncated to [-t, t] (the same draws as redrawing outliers)
+            torch.nn.init.trunc_normal_(z, 0.0, 1.0, -truncation, truncation, generator=generator)
         return z
-
-    def check_sampling(self) -> None:
-        if self.truncation is not None and self.truncation <= 0:
-            raise ConfigError(
-                f"truncation must be > 0 or null, got {self.truncation}",
-                keys=("sampling.truncation",),
-                fix="e.g. sampling.truncation=0.7 (smaller: less diverse, cleaner samples)",
-            )
 
     @torch.no_grad()
     def panels(self, batch, generator=None, n: int = 64) -> dict[str, Panel]:
         """Fixed-noise samples (the Evaluation callback seeds ``generator`` alike every epoch) and, for a
         conditional GAN, one row per class with the same noise in every row."""
         out: dict[str, Panel] = {"samples": self.sample(n, generator)}
-        if self.num_classes:
-            out["class_grid"] = conditioning.class_grid(self, generator, same_noise=True)  # (rows, cols, C, H, W)
+        if self.conditional:
+            out["class_grid"] = self.class_grid(generator, same_noise=True)  # (rows, cols, C, H, W)
         return out
 
     # -- objectives ------------------------------------------------------------------------------------------
     def _inputs(self, batch) -> tuple[torch.Tensor, torch.Tensor | None]:
-        labels = batch[1] if self.num_classes else None
-        return to_signed(batch[0]), labels  # the generator's range
+        return to_signed(batch[0]), self.batch_labels(batch)  # the generator's range
 
     def losses(self, batch) -> dict[str, torch.Tensor]:
         """Both objectives on a batch, without penalties or updates (validation): held-out real images against

@@ -22,6 +22,7 @@ draw z changes (``sampling.prior=normal`` draws from ``N(0, I)`` again). The mix
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -29,11 +30,42 @@ from torch import nn
 
 from gensuite import contracts
 from gensuite.errors import ConfigError
-from gensuite.families import conditioning
 from gensuite.families.base import GenerativeModule, Panel
+from gensuite.families.options import SamplingOptions, knob
 
 PRIORS = ("normal", "gmm")
 POOL_ROWS = 20_000  # posterior means kept for the mixture's fit (the newest)
+
+
+@dataclasses.dataclass(frozen=True)
+class VAEOptions(SamplingOptions):
+    """The VAE's sampling knobs (``sampling.temperature=``, ``sampling.prior=``)."""
+
+    temperature: float = knob(
+        1.0, "scale of the prior's standard deviation, z ~ N(0, t^2 I) or each mixture component's (< 1: cleaner, "
+        "less varied samples)",
+    )  # fmt: skip
+    # its default is model.prior, which also decides what training collects for the mixture: not sampling-only
+    prior: str = knob(
+        "gmm",
+        "where z is drawn: normal (N(0, I)) or gmm (the mixture fitted in training, model.prior=gmm)",
+        trained=True,
+    )
+
+    def check(self, model) -> None:
+        if self.temperature <= 0:
+            raise ConfigError(
+                f"temperature must be > 0, got {self.temperature}", keys=("sampling.temperature",),
+                fix="e.g. sampling.temperature=0.8",
+            )  # fmt: skip
+        fitted = hasattr(model, "gmm_logits")
+        if self.prior not in PRIORS or (self.prior == "gmm" and not fitted):
+            raise ConfigError(
+                f"sampling.prior={self.prior!r}: this VAE samples from "
+                + ", ".join(p for p in PRIORS if p == "normal" or fitted),
+                keys=("sampling.prior",),
+                fix="sampling.prior=normal; a mixture prior is fitted in training with model.prior=gmm",
+            )
 
 
 def check_parts_fit(encoder: nn.Module, decoder: nn.Module, latent_dim: int | None = None) -> None:
@@ -80,12 +112,7 @@ class VAE(GenerativeModule):
     """
 
     family = "vae"
-    sampling_knobs = {
-        "temperature": "scale of the prior's standard deviation, z ~ N(0, t^2 I) or each mixture component's "
-                       "(< 1: cleaner, less varied samples)",
-        "prior": "where z is drawn: normal (N(0, I)) or gmm (the mixture fitted in training, model.prior=gmm)",
-    }  # fmt: skip
-    temperature: float = 1.0
+    Options = VAEOptions
 
     def __init__(
         self,
@@ -102,7 +129,7 @@ class VAE(GenerativeModule):
         optimizer=None,
         scheduler=None,
     ):
-        super().__init__(optimizer, scheduler)
+        super().__init__(optimizer, scheduler, num_classes)
         if latent_dim <= 0:
             raise ConfigError(f"latent_dim must be > 0, got {latent_dim}", keys=("latent_dim",))
         if beta < 0:
@@ -126,7 +153,6 @@ class VAE(GenerativeModule):
                 fix="model.decoder.num_classes=0 and model.num_classes=${data.num_classes}",
             )
         self.encoder, self.decoder, self.likelihood = encoder, decoder, likelihood
-        self.num_classes = num_classes
         extra = label_dim if num_classes else 0
         self.to_stats = nn.Linear(encoder.out_dim + extra, 2 * latent_dim)  # [features, e(y)] -> (mu, log sigma^2)
         if num_classes:
@@ -138,7 +164,8 @@ class VAE(GenerativeModule):
                 nn.init.normal_(self.decoder_in.weight[:, latent_dim:], 0.0, 0.1)
                 self.decoder_in.bias.zero_()
         self.latent_dim, self.beta, self.kl_warmup_steps = latent_dim, beta, kl_warmup_steps
-        self.prior = prior
+        self.prior = prior  # what training fits (gmm: the mixture); where samples draw z is the option's
+        self.default_options = VAEOptions(prior=prior)
         if prior == "gmm":  # one mixture per class (or one); N(0, I) until fitted: K components at 0, covariance I
             g, k = max(1, num_classes), prior_components
             self.register_buffer("gmm_logits", torch.zeros(g, k))
@@ -184,9 +211,6 @@ class VAE(GenerativeModule):
         rec = self.likelihood.nll(self.decode(z, labels), x)
         kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)  # closed form against N(0, I)
         return rec, kl
-
-    def batch_labels(self, batch) -> torch.Tensor | None:
-        return batch[1] if self.num_classes else None
 
     def current_beta(self) -> float:
         if self.kl_warmup_steps and self.training:
@@ -256,46 +280,35 @@ class VAE(GenerativeModule):
                 getattr(self, name).copy_(trainer.strategy.broadcast(getattr(self, name), src=0))
 
     def prior_sample(
-        self, n: int, generator: torch.Generator | None = None, labels: torch.Tensor | None = None
+        self,
+        n: int,
+        generator: torch.Generator | None = None,
+        labels: torch.Tensor | None = None,
+        options: VAEOptions | None = None,
     ) -> torch.Tensor:
-        """``n`` latents from the sampling prior, ``(n, latent_dim)``, their spread scaled by ``temperature`` (a
-        conditional VAE's mixture prior: each from its label's mixture)."""
+        """``n`` latents from the sampling prior (``options.prior``), ``(n, latent_dim)``, their spread scaled by
+        ``options.temperature`` (a conditional VAE's mixture prior: each from its label's mixture)."""
+        options = self.options_or_default(options)
         eps = torch.randn(n, self.latent_dim, generator=generator, device=self.device)
-        if self.prior == "normal":
-            return self.temperature * eps
+        if options.prior == "normal":
+            return options.temperature * eps
         group = torch.zeros(n, dtype=torch.long, device=self.device) if labels is None else labels
         comp = torch.multinomial(self.gmm_logits[group].softmax(1), 1, generator=generator)[:, 0]  # (n,)
         tril = self.gmm_tril[group, comp]  # (n, d, d)
-        return self.gmm_means[group, comp] + self.temperature * (tril @ eps.unsqueeze(-1)).squeeze(-1)
+        return self.gmm_means[group, comp] + options.temperature * (tril @ eps.unsqueeze(-1)).squeeze(-1)
 
     @torch.no_grad()
     def sample(
-        self, n: int, generator: torch.Generator | None = None, labels: torch.Tensor | None = None
+        self,
+        n: int,
+        generator: torch.Generator | None = None,
+        labels: torch.Tensor | None = None,
+        options: VAEOptions | None = None,
     ) -> torch.Tensor:
         """``n`` images in [0, 1] ``(n, C, H, W)``; a conditional VAE takes ``labels`` (default: balanced)."""
-        if self.num_classes and labels is None:
-            labels = self.sample_labels(n)
-        labels = self._labels(labels, n)
-        z = self.prior_sample(n, generator, labels)
+        labels = self._labels(self.labels_for(n, labels), n)
+        z = self.prior_sample(n, generator, labels, options)
         return self.likelihood.mean(self.decode(z, labels))
-
-    def sample_labels(self, n: int) -> torch.Tensor | None:
-        """The labels `sample` draws for ``n`` samples of a conditional VAE: the shared balanced rule."""
-        return conditioning.sample_labels(n, self.num_classes, self.device)
-
-    def check_sampling(self) -> None:
-        if self.temperature <= 0:
-            raise ConfigError(
-                f"temperature must be > 0, got {self.temperature}", keys=("sampling.temperature",),
-                fix="e.g. sampling.temperature=0.8",
-            )  # fmt: skip
-        if self.prior not in PRIORS or (self.prior == "gmm" and not hasattr(self, "gmm_logits")):
-            raise ConfigError(
-                f"sampling.prior={self.prior!r}: this VAE samples from " + ", ".join(
-                    p for p in PRIORS if p == "normal" or hasattr(self, "gmm_logits")),
-                keys=("sampling.prior",),
-                fix="sampling.prior=normal; a mixture prior is fitted in training with model.prior=gmm",
-            )  # fmt: skip
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
@@ -324,6 +337,6 @@ class VAE(GenerativeModule):
             "reconstructions": pairs,
             "interpolation": interp,
         }
-        if self.num_classes:
-            out["class_grid"] = conditioning.class_grid(self, generator, same_noise=True)
+        if self.conditional:
+            out["class_grid"] = self.class_grid(generator, same_noise=True)
         return out

@@ -122,8 +122,9 @@ class VQVAE(GenerativeModule):
         return self.decode_codes(self.encode_codes(x))
 
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Codes drawn independently from their training frequencies (no learned prior), decoded."""
+    def sample(self, n: int, generator: torch.Generator | None = None, labels=None, options=None) -> torch.Tensor:
+        """Codes drawn independently from their training frequencies (no learned prior), decoded (unconditional,
+        no knobs: ``labels`` and ``options`` are the protocol's and change nothing)."""
         p = self.quantizer.code_distribution()
         if generator is not None:
             p = p.to(generator.device)

@@ -24,7 +24,8 @@ References (features cached on disk by a fingerprint of data, split, resolution 
 - **intra-class** (conditional models: ``val/fid_<ex>_intra``): the mean over classes of the FID of the samples
   drawn with label c against the held-out images of class c; ``val/fid_<ex>_intra_floor`` is the same for as many
   real training images per class, ``eval/n_per_class_intra`` the samples per class. The samples are drawn with
-  known labels, the shared balanced rule (`gensuite.families.conditioning`), through the model's ``sample``.
+  known labels, the shared balanced rule (``model.sample_labels``), by the one draw loop
+  (`gensuite.families.draw.draw`), with the sampling options ``Evaluator.options`` (eval.py's ``sampling.*``).
 
 ``metrics.bootstrap=B`` resamples the generated features B times (no new samples) for 95 % percentile intervals
 ``val/<metric>_lo`` / ``val/<metric>_hi`` of FID, precision and recall.
@@ -52,7 +53,7 @@ from torchmetrics.image.kid import KernelInceptionDistance
 
 from gensuite.contracts import info_of
 from gensuite.errors import ConfigError
-from gensuite.families import conditioning  # the label rule shared by every conditional family (no family code)
+from gensuite.families.draw import draw  # the draw loop and label rule shared with sample.py (no family code)
 from gensuite.metrics.diversity import class_coverage, knn_radii, precision_recall_density_coverage
 from gensuite.metrics.features import ClassifierFeatures, InceptionFeatures
 from gensuite.metrics.ssl import SSLFeatures
@@ -193,6 +194,8 @@ class Evaluator:
         self.inception_weights, self.cache_dir = inception_weights, cache_dir
         self.classifier_epochs, self.ssl_steps = classifier_epochs, ssl_steps
         self.bootstrap = bootstrap
+        #: the `SamplingOptions` the model samples with (eval.py's ``sampling.*``); None: the model's own defaults
+        self.options = None
         self._image_shape: tuple[int, ...] | None = None
         self.nearest_panel: torch.Tensor | None = None
         self.extractors: dict[str, nn.Module] = {}  # space -> extractor, the headline space first
@@ -328,29 +331,25 @@ class Evaluator:
     def generate(
         self, model, n: int, device, rank: int = 0, world_size: int = 1
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor | None], torch.Tensor, float]:
-        """This rank's share of ``n`` samples: features and logits per space, uint8 pixels ``(n, C*H*W)`` and
-        the sampling seconds.
+        """This rank's share of ``n`` samples, drawn with ``self.options``: features and logits per space, uint8
+        pixels ``(n, C*H*W)`` and the sampling seconds.
 
-        A conditional model (`conditioning.label_keyword`) draws sample i of the whole set (all ranks, in rank
-        order) with label ``sample_labels(n)[i]``: after the gather the labels are ``sample_labels(n)``."""
+        A conditional model draws sample i of the whole set (all ranks, in rank order) with label
+        ``sample_labels(n)[i]`` (`gensuite.families.draw.draw` from this rank's start): after the gather the labels
+        are ``sample_labels(n)``."""
         n_local = math.ceil(n / world_size)
-        keyword = conditioning.label_keyword(model)
-        offset = rank * n_local
         g = torch.Generator(device=device).manual_seed(self.seed + 1_000_003 * rank)
         feats = {space: [] for space in self.extractors}
         logits = {space: [] for space in self.extractors}
         pixels, seconds = [], 0.0
         was_training = model.training
         model.eval()
-        done = 0
-        while done < n_local:
-            b = min(self.batch_size, n_local - done)
+        batches = draw(model, n_local, self.batch_size, g, options=self.options, start=rank * n_local)
+        while True:
             t0 = time.perf_counter()
-            start = offset + done
-            kwargs = {}
-            if keyword is not None:
-                kwargs[keyword] = conditioning.sample_labels(start + b, model.num_classes, device)[start:]
-            images = model.sample(b, generator=g, **kwargs)
+            images = next(batches, (None,))[0]
+            if images is None:
+                break
             if images.device.type == "cuda":
                 torch.cuda.synchronize(images.device)
             seconds += time.perf_counter() - t0
@@ -362,7 +361,6 @@ class Evaluator:
                 if lg is not None:
                     logits[space].append(lg.float())
             pixels.append(images.flatten(1).mul(255).round().to(torch.uint8))
-            done += b
         model.train(was_training)
         return (
             {space: torch.cat(f) for space, f in feats.items()},
@@ -396,9 +394,8 @@ class Evaluator:
         fake = {space: f[:n].cpu().double() for space, f in fake.items()}
         logits = {space: lg[:n].cpu() if lg is not None else None for space, lg in logits.items()}
         pixels = pixels[:n].cpu()
-        labels = None
-        if conditioning.label_keyword(model) is not None:
-            labels = conditioning.sample_labels(len(pixels), model.num_classes)
+        labels = model.sample_labels(len(pixels)) if getattr(model, "conditional", False) else None
+        labels = None if labels is None else labels.cpu()
         per_s = world_size * n_local / max(seconds, 1e-9)
         return self.score(fake, logits, images_per_s=per_s, pixels=pixels, labels=labels)
 
