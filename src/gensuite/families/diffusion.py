@@ -31,12 +31,11 @@ from gensuite.diffusion.samplers import DPMSolverSDE, Sampler
 from gensuite.diffusion.schedules import NoiseSchedule, check_prediction
 from gensuite.errors import ConfigError
 from gensuite.families import conditioning
-from gensuite.families.base import GenerativeModule, Panel
-from gensuite.families.options import Guidance
-from gensuite.processes import check_process
+from gensuite.families.base import Panel
+from gensuite.families.guided import NoiseToData
 
 
-class Diffusion(GenerativeModule):
+class Diffusion(NoiseToData):
     """DDPM-style diffusion model on images.
 
     Args:
@@ -56,7 +55,7 @@ class Diffusion(GenerativeModule):
     """
 
     family = "diffusion"
-    Options = Guidance
+    process = "diffusion"
 
     def __init__(
         self,
@@ -89,16 +88,10 @@ class Diffusion(GenerativeModule):
             raise ConfigError(f"nll_timesteps must be >= 1, got {nll_timesteps}", keys=("nll_timesteps",))
         self.denoiser, self.schedule = denoiser, schedule
         self.prediction, self.min_snr_gamma = prediction, min_snr_gamma
-        self.default_options = Guidance(guidance_scale)
         self.clip_denoised = clip_denoised
         self.nll_timesteps, self.nll_seed = nll_timesteps, nll_seed
-        if hasattr(denoiser, "image_size"):
-            self.sample_shape: tuple[int, ...] = (denoiser.in_channels, denoiser.image_size, denoiser.image_size)
-        else:
-            self.sample_shape = (denoiser.dim,)
-        self.sampler: Sampler = DPMSolverSDE(20)
         try:
-            self.set_sampler(sampler or self.sampler)
+            self.init_sampling(denoiser, guidance_scale, sampler, DPMSolverSDE(20))
         except ConfigError as err:  # name the keys as this family's config sees them
             keys = err.keys if err.keys == ("sampler",) else ("sampler.steps", "schedule.num_timesteps")
             raise ConfigError(err.message, keys=keys, fix=err.fix) from None
@@ -113,19 +106,8 @@ class Diffusion(GenerativeModule):
         return to_unit(x0)
 
     # -- sampler -----------------------------------------------------------------------------------------------
-    def set_sampler(self, sampler: Sampler) -> None:
-        """Use ``sampler`` from now on (``python sample.py ckpt_path=... sampler=ddim sampler.steps=50``); a
-        sampler of another process (a flow model's) is refused."""
-        check_process(sampler, "diffusion", self.family)
+    def check_sampler(self, sampler: Sampler) -> None:
         sampler.check(self.schedule)
-        self.sampler = sampler
-
-    def eval_info(self, options: Guidance | None = None) -> dict[str, str | float]:
-        """How samples are made, for metrics.json (FID of DDPM-1000 and of DPM-Solver-20 are different numbers)."""
-        info: dict[str, str | float] = {"eval/sampler": self.sampler.describe()}
-        if self.conditional:
-            info["eval/guidance_scale"] = self.options_or_default(options).guidance_scale
-        return info
 
     # -- training ----------------------------------------------------------------------------------------------
     def loss_weight(self, t: torch.Tensor) -> torch.Tensor | None:
@@ -170,21 +152,8 @@ class Diffusion(GenerativeModule):
 
         return denoise
 
-    @torch.no_grad()
-    def sample(
-        self,
-        n: int,
-        generator: torch.Generator | None = None,
-        labels: torch.Tensor | None = None,
-        options: Guidance | None = None,
-    ) -> torch.Tensor:
-        """``n`` images in [0, 1] with the model's sampler; a conditional model is given balanced labels
-        (`sample_labels`) unless ``labels`` ``(n,)`` are given, and guides with ``options.guidance_scale``
-        (default: the model's)."""
-        scale = self.options_or_default(options).guidance_scale
-        x = torch.randn(n, *self.sample_shape, generator=generator, device=self.device)
-        out = self.sampler(self.denoiser_fn(self.labels_for(n, labels), scale), self.schedule, x, generator)
-        return self.decode_data(out)
+    def run_sampler(self, noise, labels, guidance_scale, generator) -> torch.Tensor:
+        return self.sampler(self.denoiser_fn(labels, guidance_scale), self.schedule, noise, generator)
 
     # -- likelihood --------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -200,9 +169,7 @@ class Diffusion(GenerativeModule):
     @torch.no_grad()
     def panels(self, batch, generator=None, n: int = 64) -> dict[str, Panel]:
         out: dict[str, Panel] = {"samples": self.sample(n, generator)}
-        out["sampler"] = f"{self.sampler.describe()}" + (
-            f", guidance scale {self.default_options.guidance_scale:g}" if self.conditional else ""
-        )
+        out["sampler"] = self.sampler_text()
         x = batch[0][:8]
         # the forward process: each row one image, noised at 8 steps from 0 to T-1
         steps = torch.linspace(0, self.schedule.num_timesteps - 1, 8, device=x.device).round().long()

@@ -35,16 +35,16 @@ from torch import nn
 from gensuite.contracts import to_signed, to_unit
 from gensuite.errors import ConfigError
 from gensuite.families import conditioning
-from gensuite.families.base import GenerativeModule, Panel
+from gensuite.families.base import Panel
+from gensuite.families.guided import NoiseToData
 from gensuite.families.options import Guidance
 from gensuite.flow.likelihood import PROBES, ode_log_likelihood
 from gensuite.flow.samplers import Euler, FlowSampler, Heun
-from gensuite.processes import check_process
 
 TIME_SAMPLING = ("uniform", "logit_normal")
 
 
-class FlowMatching(GenerativeModule):
+class FlowMatching(NoiseToData):
     """Flow matching (velocity prediction, straight path) on images.
 
     Args:
@@ -64,7 +64,7 @@ class FlowMatching(GenerativeModule):
 
     family = "flow_matching"
     likelihood_kind = "estimate"  # ODE solve with a Hutchinson trace: neither exact nor a bound
-    Options = Guidance
+    process = "flow"
 
     def __init__(
         self,
@@ -99,17 +99,11 @@ class FlowMatching(GenerativeModule):
         self.denoiser = denoiser
         self.time_sampling, self.logit_mean, self.logit_std = time_sampling, logit_mean, logit_std
         self.time_scale = time_scale
-        self.default_options = Guidance(guidance_scale)
         self.dequantize = dequantize
         self.nll_steps, self.nll_probe, self.nll_seed = nll_steps, nll_probe, nll_seed
         if nll_steps == 0:
             self.nll = None  # the protocol's "no likelihood": val/nll_bpd is absent, not zero
-        if hasattr(denoiser, "image_size"):
-            self.sample_shape: tuple[int, ...] = (denoiser.in_channels, denoiser.image_size, denoiser.image_size)
-        else:
-            self.sample_shape = (denoiser.dim,)
-        self.sampler: FlowSampler = Euler(16)
-        self.set_sampler(sampler or self.sampler)
+        self.init_sampling(denoiser, guidance_scale, sampler, Euler(16))
 
     # -- data <-> model space ----------------------------------------------------------------------------------
     def encode_data(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -127,17 +121,9 @@ class FlowMatching(GenerativeModule):
         return to_unit(x1)
 
     # -- sampler -----------------------------------------------------------------------------------------------
-    def set_sampler(self, sampler: FlowSampler) -> None:
-        """Use ``sampler`` from now on (``python sample.py ckpt_path=... sampler=euler sampler.steps=16``); a
-        diffusion sampler is refused."""
-        check_process(sampler, "flow", self.family)
-        self.sampler = sampler
-
     def eval_info(self, options: Guidance | None = None) -> dict[str, str | float]:
         """How samples are made, for metrics.json."""
-        info: dict[str, str | float] = {"eval/sampler": self.sampler.describe()}
-        if self.conditional:
-            info["eval/guidance_scale"] = self.options_or_default(options).guidance_scale
+        info = super().eval_info(options)
         if self.nll is not None:
             info["eval/nll_estimator"] = (
                 f"ODE change of variables, Heun {self.nll_steps} steps, Hutchinson ({self.nll_probe}), "
@@ -175,20 +161,8 @@ class FlowMatching(GenerativeModule):
         """``(x_t, t) -> v``: the closure every flow sampler calls."""
         return lambda x, t: self.velocity(x, t, y, guidance_scale)
 
-    @torch.no_grad()
-    def sample(
-        self,
-        n: int,
-        generator: torch.Generator | None = None,
-        labels: torch.Tensor | None = None,
-        options: Guidance | None = None,
-    ) -> torch.Tensor:
-        """``n`` images in [0, 1] with the model's sampler; a conditional model is given balanced labels
-        (`sample_labels`) unless ``labels`` ``(n,)`` are given, and guides with ``options.guidance_scale``
-        (default: the model's)."""
-        scale = self.options_or_default(options).guidance_scale
-        x0 = torch.randn(n, *self.sample_shape, generator=generator, device=self.device)
-        return self.decode_data(self.sampler(self.velocity_fn(self.labels_for(n, labels), scale), x0))
+    def run_sampler(self, noise, labels, guidance_scale, generator) -> torch.Tensor:
+        return self.sampler(self.velocity_fn(labels, guidance_scale), noise)
 
     # -- likelihood --------------------------------------------------------------------------------------------
     def nll(self, batch) -> torch.Tensor:
@@ -208,9 +182,7 @@ class FlowMatching(GenerativeModule):
     @torch.no_grad()
     def panels(self, batch, generator=None, n: int = 64) -> dict[str, Panel]:
         out: dict[str, Panel] = {"samples": self.sample(n, generator)}
-        out["sampler"] = self.sampler.describe() + (
-            f", guidance scale {self.default_options.guidance_scale:g}" if self.conditional else ""
-        )
+        out["sampler"] = self.sampler_text()
         x1 = self.encode_data(batch[0][:8])
         # the path: each row one image, from its noise (t = 0) to the image (t = 1) at 8 times
         x0 = torch.randn(x1.shape, generator=generator, device=x1.device)
