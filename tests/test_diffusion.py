@@ -22,7 +22,7 @@ from gensuite.errors import CheckpointError, ConfigError
 from gensuite.families.diffusion import Diffusion
 from gensuite.nets.mlp_denoiser import MLPDenoiser
 from gensuite.nets.unet import UNet
-from gensuite.sample import apply_sampler
+from gensuite.sampling_cli import apply_sampler
 from gensuite.train import train
 
 from .conftest import TINY, compose_cfg, run_entry

@@ -18,43 +18,15 @@ from omegaconf import DictConfig, OmegaConf
 from torchvision.utils import save_image
 
 from gensuite import samples_io
-from gensuite.callbacks.evaluation import grid_of
 from gensuite.checkpoint import load_model
-from gensuite.config import instantiate_checked
 from gensuite.errors import ConfigError
 from gensuite.families import conditioning
+from gensuite.image_grid import grid_of
 from gensuite.safe_files import refuse_link, write_bytes_atomic, write_text_atomic
+from gensuite.sampling_cli import apply_sampling, pick_device
 
 FORMATS = {"grid": "a PNG grid", "npz": "uint8 (N, H, W, C) under 'samples' in an .npz", "png": "a folder of PNGs"}
 TEXT_FORMATS = {"grid": "the samples as a .txt file"}
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device={name} but no CUDA device is available", fix="device=cpu or device=auto")
-    return torch.device(name)
-
-
-def apply_sampler(model: torch.nn.Module, cfg: DictConfig) -> None:
-    """``sampler=ddim sampler.steps=50``: swap the sampler of a model that has one (diffusion)."""
-    if cfg.get("sampler") is None:
-        return
-    if not hasattr(model, "set_sampler"):
-        raise ConfigError(
-            f"sampler= was given but a {getattr(model, 'family', '?')} model has no sampler to choose",
-            fix="drop the sampler= override (it applies to diffusion checkpoints)",
-        )
-    model.set_sampler(instantiate_checked(cfg, "sampler"))
-
-
-def apply_sampling(model: torch.nn.Module, cfg: DictConfig) -> None:
-    """``sampler=...`` and the family's knobs ``sampling.<name>=...`` (those not null), before any sampling work."""
-    apply_sampler(model, cfg)
-    knobs = {k: v for k, v in (cfg.get("sampling") or {}).items() if v is not None}
-    if knobs:
-        model.set_sampling(**knobs)
 
 
 def given_labels(model: torch.nn.Module, cfg: DictConfig, n: int) -> torch.Tensor | None:
@@ -194,9 +166,3 @@ def sample(cfg: DictConfig) -> Path:
         print(texts[0][:2000])
     print(f"[gensuite] wrote {cfg.n} samples to {path}" + (" (with their labels)" if labels is not None else ""))
     return path
-
-
-if __name__ == "__main__":  # python -m gensuite.sample [overrides]: the same as the checkout's sample.py
-    from gensuite.entry import sample as main
-
-    main()
