@@ -105,8 +105,8 @@ def test_the_runs_compare_launches_compose_with_a_time_based_validation(monkeypa
     seen = {}
 
     def fake_run(cmd, **kwargs):
-        assert cmd[1:3] == ["-m", "gensuite.train"] and "cwd" not in kwargs  # the installed module, from any folder
-        seen["args"] = cmd[3:]
+        assert cmd[1:4] == ["-m", "gensuite", "train"] and "cwd" not in kwargs  # the installed module, from any folder
+        seen["args"] = cmd[4:]
         return subprocess.CompletedProcess(cmd, 0)
 
     monkeypatch.setattr(launch.subprocess, "run", fake_run)

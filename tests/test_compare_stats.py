@@ -15,7 +15,7 @@ from gensuite.compare import Run, build_report, launch, stats
 from gensuite.compare.claims import NOT_MEASURED, check_claims
 from gensuite.compare.columns import columns, known_families
 from gensuite.compare.summary import Summary
-from gensuite.metrics.evaluator import SPACE_METRICS, space_key
+from gensuite.record import SPACE_METRICS, space_key
 
 CLAIMS = OmegaConf.to_container(OmegaConf.load(config_dir() / "compare.yaml").claims)
 
@@ -203,8 +203,8 @@ def test_curves_run_eval_sweeps_once_per_family(tmp_path, monkeypatch):
     args = OmegaConf.to_container(OmegaConf.load(config_dir() / "compare.yaml").curve_args)
     notes = launch.run_curves(runs, {**args, "vae": args["vae"]})
     assert notes == [] and len(calls) == 1  # gan once (its first seed); vae's curve exists
-    assert calls[0][1:3] == ["-m", "gensuite.eval"]
-    assert calls[0][3:] == [
+    assert calls[0][1:4] == ["-m", "gensuite", "eval"]
+    assert calls[0][4:] == [
         f"ckpt_path={runs[1].path / 'checkpoints' / 'last.ckpt'}",
         "sweep=sampling.truncation=0.5,1,2",
     ]

@@ -23,7 +23,7 @@ from gensuite.families.diffusion import Diffusion
 from gensuite.families.options import Guidance
 from gensuite.nets.mlp_denoiser import MLPDenoiser
 from gensuite.nets.unet import UNet
-from gensuite.sample import apply_sampler
+from gensuite.sampling_cli import apply_sampler
 from gensuite.train import train
 
 from .conftest import TINY, compose_cfg, run_entry

@@ -26,8 +26,8 @@ def test_a_wheel_runs_from_an_empty_folder(tmp_path, cache_dir):
     where = subprocess.run([sys.executable, "-c", "import gensuite; print(gensuite.config_dir())"], cwd=empty,
                            env=env, capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
     assert where == str(tmp_path / "site" / "gensuite" / "conf")  # the installed copy, not the checkout
-    proc = subprocess.run([sys.executable, "-m", "gensuite.train", "debug=fdr", "data=digits"], cwd=empty, env=env,
-                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    proc = subprocess.run([sys.executable, "-m", "gensuite", "train", "debug=fdr", "data=digits"], cwd=empty,
+                          env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (empty / "logs" / "runs").is_dir()  # the run's folder is where it was started
     assert sorted(p.name for p in empty.iterdir()) == ["logs"]

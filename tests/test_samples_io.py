@@ -19,7 +19,8 @@ from gensuite.config import instantiate_checked, to_plain
 from gensuite.errors import ConfigError, DataError
 from gensuite.eval import evaluate
 from gensuite.families.vae import VAE
-from gensuite.sample import apply_sampler, sample
+from gensuite.sample import sample
+from gensuite.sampling_cli import apply_sampler
 from gensuite.train import train
 
 from .conftest import SSL_STEPS, TINY, compose_cfg, run_entry

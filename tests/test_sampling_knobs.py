@@ -19,7 +19,8 @@ from gensuite.eval import evaluate
 from gensuite.families.draw import draw
 from gensuite.families.options import builtin_knobs, sampling_only_model_keys
 from gensuite.resume import _SAMPLING
-from gensuite.sample import apply_sampler, options_from, sample
+from gensuite.sample import sample
+from gensuite.sampling_cli import apply_sampler, options_from
 from gensuite.sweep import parse_sweep, quote_sweep
 
 from .conftest import run_entry

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gensuite.metrics.evaluator import selects_on_test
+from gensuite.record import selects_on_test
 
 from .conftest import CONF, compose_cfg, run_entry
 

@@ -168,7 +168,7 @@ def test_the_allowlist_is_exact():
         "gensuite.families.vae.torch.load",
         "torch.nn.modules.module.torch.load",
         "os.system",
-        "gensuite.train.write_metrics",
+        "gensuite.record.write_record",
         "torch.optim.Adam.__init__.__globals__",
         "builtins.eval",
         3,

@@ -180,13 +180,32 @@ def _renamed_targets(node):
     return node
 
 
+#: settings that older versions of the suite did not store, because the model built them itself:
+#: (the model's ``_target_``, setting) -> what builds the same thing now
+ADDED_SETTINGS = {
+    ("gensuite.families.latent_diffusion.LatentDiffusion", "load_autoencoder"): {
+        "_target_": "gensuite.checkpoint.frozen_autoencoder",
+        "_partial_": True,
+    },
+}
+
+
+def _added_settings(plain):
+    """``plain`` (a stored config) with every `ADDED_SETTINGS` entry its model section lacks filled in."""
+    model = plain.get("model") if isinstance(plain, dict) else None
+    if not isinstance(model, dict):
+        return plain
+    added = {key: value for (target, key), value in ADDED_SETTINGS.items() if model.get("_target_") == target}
+    return {**plain, "model": {**{k: v for k, v in added.items() if k not in model}, **model}}
+
+
 def checkpoint_config(ckpt: dict) -> DictConfig:
     """The composed config stored in a checkpoint, after `gensuite.trust.check_stored_config` (no interpolation
     anywhere; every ``_target_`` of the sections sample.py / eval.py build, `BUILT_SECTIONS`, on the allowlist),
     with its cache and download settings replaced by the local ones."""
     import copy
 
-    plain = _renamed_targets(ckpt["gensuite"].get("config"))
+    plain = _added_settings(_renamed_targets(ckpt["gensuite"].get("config")))
     check_stored_config(plain, BUILT_SECTIONS)
     plain = neutralise(copy.deepcopy(plain), BUILT_SECTIONS, local_cache_dir())
     return OmegaConf.create(plain)
@@ -216,6 +235,11 @@ def load_frozen(path: str | os.PathLike | None, family: str, setting: str, train
             f"{setting}: {err.message}", fix=err.fix or f"give the last.ckpt of a model={family} run"
         ) from err
     return model.requires_grad_(False).eval()
+
+
+def frozen_autoencoder(path: str | None) -> torch.nn.Module:
+    """``model=latent_diffusion``'s ``load_autoencoder``: the frozen VAE of ``autoencoder_ckpt``."""
+    return load_frozen(path, "vae", "autoencoder_ckpt", "python train.py model=vae")
 
 
 def vq_tokenizer(path: str | None = None) -> VQTokenizer:

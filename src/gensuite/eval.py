@@ -10,7 +10,6 @@ files is `gensuite.samples_io`.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +22,19 @@ from gensuite.callbacks.evaluation import Evaluation
 from gensuite.checkpoint import load_model
 from gensuite.config import instantiate_checked
 from gensuite.errors import ConfigError
-from gensuite.safe_files import refuse_link, write_text_atomic
-from gensuite.sample import apply_sampler, options_from, pick_device
-from gensuite.train import collect_metrics, print_summary
+from gensuite.record import (
+    CKPT_PATH_KEY,
+    EPOCHS_KEY,
+    EVAL_DATA_KEY,
+    NOTES_KEY,
+    SAMPLES_PATH_KEY,
+    STEPS_KEY,
+    collect_metrics,
+    print_summary,
+    write_record,
+)
+from gensuite.safe_files import refuse_link
+from gensuite.sampling_cli import apply_sampler, options_from, pick_device
 from gensuite.trust import STORED_DATA_PATH
 
 
@@ -114,11 +123,6 @@ def output_path(cfg: DictConfig, default: Path, folder: Path) -> tuple[Path, Pat
     return out, root
 
 
-def write_json(out: Path, metrics: dict[str, Any], root: Path | None) -> None:
-    """The metrics as JSON, written beside ``out`` and renamed over it, never through a link (gensuite.safe_files)."""
-    write_text_atomic(out, json.dumps(metrics, indent=2, sort_keys=True, default=str) + "\n", "out", root)
-
-
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if check_source(cfg) == "samples":
         return evaluate_samples(cfg)
@@ -152,9 +156,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     metrics = collect_metrics(trainer, model)
     # how the samples were made, with the options they were drawn with (collect_metrics knows only the defaults)
     metrics.update(model.eval_info(options) | model.sampling_info(options))
-    metrics.pop("train/global_step", None), metrics.pop("train/epochs", None)
-    metrics["eval/ckpt_path"] = str(ckpt)
-    write_json(out, metrics, root)
+    metrics.pop(STEPS_KEY, None), metrics.pop(EPOCHS_KEY, None)
+    metrics[CKPT_PATH_KEY] = str(ckpt)
+    write_record(out, metrics, "out", root)
     print_summary(metrics, run_dir)
     print(f"[gensuite] metrics written to {out}")
     return metrics
@@ -197,10 +201,10 @@ def evaluate_samples(cfg: DictConfig) -> dict[str, Any]:
     metrics.update(getattr(evaluator, "last_info", {}))
     notes = list(getattr(evaluator, "notes", [])) + notes
     if notes:
-        metrics["eval/notes"] = " | ".join(notes)
-    metrics["eval/samples_path"] = str(path)
-    metrics["eval/data"] = datamodule.name
-    write_json(out, metrics, root)
+        metrics[NOTES_KEY] = " | ".join(notes)
+    metrics[SAMPLES_PATH_KEY] = str(path)
+    metrics[EVAL_DATA_KEY] = datamodule.name
+    write_record(out, metrics, "out", root)
     print_metrics(metrics, f"{len(images)} samples against data={datamodule.name}")
     for note in notes:
         print(f"[gensuite] note: {note}")
@@ -220,9 +224,3 @@ def print_metrics(metrics: dict[str, Any], title: str) -> None:
             v = metrics[k]
             table.add_row(k, f"{v:.4g}" if isinstance(v, float) else str(v))
     Console(width=100).print(table)
-
-
-if __name__ == "__main__":  # python -m gensuite.eval [overrides]: the same as the checkout's eval.py
-    from gensuite.entry import evaluate as main
-
-    main()

@@ -17,44 +17,15 @@ from omegaconf import DictConfig, OmegaConf
 from torchvision.utils import save_image
 
 from gensuite import samples_io
-from gensuite.callbacks.evaluation import grid_of
 from gensuite.checkpoint import load_model
-from gensuite.config import instantiate_checked
 from gensuite.errors import ConfigError
 from gensuite.families.draw import draw
-from gensuite.families.options import SamplingOptions
+from gensuite.image_grid import grid_of
 from gensuite.safe_files import refuse_link, write_bytes_atomic, write_text_atomic
+from gensuite.sampling_cli import apply_sampler, options_from, pick_device
 
 FORMATS = {"grid": "a PNG grid", "npz": "uint8 (N, H, W, C) under 'samples' in an .npz", "png": "a folder of PNGs"}
 TEXT_FORMATS = {"grid": "the samples as a .txt file"}
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device={name} but no CUDA device is available", fix="device=cpu or device=auto")
-    return torch.device(name)
-
-
-def apply_sampler(model: torch.nn.Module, cfg: DictConfig) -> None:
-    """``sampler=ddim sampler.steps=50``: swap the sampler of a model that has one (diffusion)."""
-    if cfg.get("sampler") is None:
-        return
-    if not hasattr(model, "set_sampler"):
-        raise ConfigError(
-            f"sampler= was given but a {getattr(model, 'family', '?')} model has no sampler to choose",
-            fix="drop the sampler= override (it applies to diffusion checkpoints)",
-        )
-    model.set_sampler(instantiate_checked(cfg, "sampler"))
-
-
-def options_from(model: torch.nn.Module, cfg: DictConfig) -> SamplingOptions | None:
-    """The family's sampling options with ``sampling.<name>=...`` (those not null) applied, checked before any
-    sampling work; None when none is given (the model samples with its own ``default_options``). Passed to
-    ``model.sample``, never set on the model."""
-    knobs = {k: v for k, v in (cfg.get("sampling") or {}).items() if v is not None}
-    return model.sampling_options(knobs) if knobs else None
 
 
 def given_labels(model: torch.nn.Module, cfg: DictConfig, n: int) -> torch.Tensor | None:
@@ -161,9 +132,3 @@ def sample(cfg: DictConfig) -> Path:
         print(texts[0][:2000])
     print(f"[gensuite] wrote {cfg.n} samples to {path}" + (" (with their labels)" if labels is not None else ""))
     return path
-
-
-if __name__ == "__main__":  # python -m gensuite.sample [overrides]: the same as the checkout's sample.py
-    from gensuite.entry import sample as main
-
-    main()

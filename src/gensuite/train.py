@@ -3,8 +3,6 @@ fits, runs the final evaluation and writes ``metrics.json``. ``main`` is the Hyd
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +25,20 @@ from gensuite.families.conditioning import check_data_labels
 from gensuite.launch import ranks_of_this_job
 from gensuite.loggers import build_loggers, tensorboard_writer
 from gensuite.memory import MemoryWatch, catch_out_of_memory, out_of_memory_error
+from gensuite.record import (
+    DATA_KEY,
+    FAMILY_KEY,
+    LIKELIHOOD_KIND_KEY,
+    PARTS_KEY,
+    SEED_KEY,
+    collect_metrics,
+    print_summary,
+    selects_on_test,
+    write_record,
+)
 from gensuite.resume import ResumePath, check_resume, resume_callbacks
 from gensuite.run_lock import hold_run_folder, releases_run_folder
-from gensuite.safe_files import check_run_folder, probe_writable, write_text_atomic
+from gensuite.safe_files import check_run_folder, probe_writable
 
 
 def prepare_output_dir(cfg: DictConfig) -> Path:
@@ -62,8 +71,6 @@ def check_environment(cfg: DictConfig) -> None:
 def check_selection(cfg: DictConfig) -> None:
     """The validation split chooses, the test split only reports: a checkpoint, early stop or sweep that would pick
     by a metric measured against the held-out test split is refused before anything is built."""
-    from gensuite.metrics.evaluator import selects_on_test
-
     chosen = {
         f"callbacks.{name}.monitor": (node or {}).get("monitor") for name, node in (cfg.get("callbacks") or {}).items()
     }
@@ -118,6 +125,19 @@ def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
     callbacks.append(RunState(to_plain(cfg)))
     callbacks.sort(key=lambda cb: isinstance(cb, WeightAveraging))
     return callbacks
+
+
+def hand_in_clock(callbacks: list[L.Callback], model: L.LightningModule) -> None:
+    """The run's `TrainingClock`, where it has one, handed to those that read it: the model's learning-rate
+    schedule (the fraction of a time budget spent) and the `Evaluation` callback (training seconds so far)."""
+    clock = next((cb for cb in callbacks if isinstance(cb, TrainingClock)), None)
+    if clock is None:
+        return
+    if clock.duration is not None:
+        model.budget_progress = clock.progress
+    for cb in callbacks:
+        if isinstance(cb, Evaluation):
+            cb.training_seconds = clock.time_elapsed
 
 
 def resolve_ckpt_path(cfg: DictConfig, model: L.LightningModule) -> str | None:
@@ -183,44 +203,6 @@ def config_differences(theirs: dict, ours: dict, prefix: str = "model") -> list[
     return out
 
 
-# The run-level keys of metrics.json that train.py writes (compare.py reads them through these names).
-TRAIN_SECONDS_KEY = "time/train_s"
-STEPS_KEY = "train/global_step"
-STEPS_PER_S_KEY = "time/train_steps_per_s"
-PARAMETERS_KEY = "model/parameters"
-FAMILY_KEY, DATA_KEY, PARTS_KEY, SEED_KEY = "run/family", "run/data", "run/parts", "run/seed"
-LIKELIHOOD_KIND_KEY = "run/likelihood"  # exact | upper bound | estimate, where the family has a likelihood
-
-
-def collect_metrics(trainer: L.Trainer, model: L.LightningModule) -> dict[str, Any]:
-    """The flat metric dict of a finished run (what goes into metrics.json and the hparams tab)."""
-    metrics: dict[str, Any] = {}
-    for k, v in trainer.callback_metrics.items():
-        if k.startswith(("val/", "features/", "time/")):
-            value = float(v)
-            if math.isfinite(value):
-                metrics[k] = value
-    for cb in trainer.callbacks:
-        if isinstance(cb, TrainingClock):
-            metrics[TRAIN_SECONDS_KEY] = cb.time_elapsed()  # training batches only (gensuite.callbacks.clock)
-        if isinstance(cb, Evaluation):
-            metrics["time/fit_eval_s"] = cb.fit_eval_s  # evaluations during fit, kept off time/train_s
-            metrics.update(cb.evaluator.last_info)
-            if cb.evaluator.notes:
-                metrics["eval/notes"] = " | ".join(cb.evaluator.notes)
-    info = getattr(model, "eval_info", None)
-    if callable(info):  # how the family made its samples, e.g. {"eval/sampler": "dpm_solver-20"} (diffusion)
-        metrics.update(info())
-    if hasattr(model, "sampling_info"):  # the sampling knobs' values (sampling.temperature=0.8 of eval.py, ...)
-        metrics.update(model.sampling_info())
-    metrics[PARAMETERS_KEY] = sum(p.numel() for p in model.parameters())
-    metrics[STEPS_KEY] = trainer.global_step
-    metrics["train/epochs"] = trainer.current_epoch
-    if metrics.get(TRAIN_SECONDS_KEY):  # optimisation steps per second of training (what an equal budget bought)
-        metrics[STEPS_PER_S_KEY] = trainer.global_step / metrics[TRAIN_SECONDS_KEY]
-    return metrics
-
-
 def log_hparams(trainer: L.Trainer, cfg: DictConfig, metrics: dict[str, Any]) -> None:
     """Write the hparams-tab summary: the flat config against the final numeric metrics (already logged)."""
     writer = tensorboard_writer(trainer)
@@ -235,10 +217,6 @@ def log_hparams(trainer: L.Trainer, cfg: DictConfig, metrics: dict[str, Any]) ->
     for summary in (exp, ssi, sei):  # into the run's own event file (lightning_compat.file_writer says why)
         lightning_compat.file_writer(writer).add_summary(summary)
     writer.flush()
-
-
-def write_metrics(path: Path, metrics: dict[str, Any]) -> None:
-    write_text_atomic(path, json.dumps(metrics, indent=2, sort_keys=True, default=str) + "\n", "hydra.run.dir")
 
 
 def describe_run(cfg: DictConfig, model: L.LightningModule, datamodule) -> dict[str, Any]:
@@ -289,6 +267,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     # ... never through a link below the run folder, and removed only inside the folders of this run
     roots = [out_dir, *(cb.dirpath for cb in callbacks if getattr(cb, "dirpath", None))]
     plugins = [AtomicCheckpointIO(root=out_dir, roots=roots)]
+    hand_in_clock(callbacks, model)
     # max_time is the TrainingClock's (callbacks.timer): given to the Trainer, it would add a wall-clock Timer
     clock = any(isinstance(cb, TrainingClock) for cb in callbacks)
     extra = {"max_time": None} if clock else {}
@@ -329,44 +308,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     metrics = collect_metrics(trainer, model)
     metrics.update(describe_run(cfg, model, datamodule))
     if trainer.is_global_zero:
-        write_metrics(out_dir / "metrics.json", metrics)
+        write_record(out_dir / "metrics.json", metrics, "hydra.run.dir")
         log_hparams(trainer, cfg, metrics)
         print_summary(metrics, out_dir)
     result["metrics"] = metrics
     return result
-
-
-def print_summary(metrics: dict[str, Any], out_dir: Path) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title="final evaluation", show_header=True)
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for k in sorted(metrics):
-        v = metrics[k]
-        if k.startswith(("val/", "time/", "features/")):
-            table.add_row(k, f"{v:.4g}" if isinstance(v, float) else str(v))
-    console = Console(width=100)
-    console.print(table)
-    last = out_dir / "checkpoints" / "last.ckpt"
-    lines = [f"run folder   {out_dir}"]
-    if last.is_file():
-        lines.append(f"checkpoints  {last} (and the best by the monitored metric)")
-    else:  # trainer.fast_dev_run (debug=fdr) writes none
-        lines.append(f"checkpoints  no last.ckpt in {last.parent} (a trainer.fast_dev_run writes none)")
-    lines += [f"samples      {out_dir / 'samples.png'}", f"metrics      {out_dir / 'metrics.json'}"]
-    if (out_dir / "csv" / "metrics.csv").is_file():
-        lines.append(f"csv          {out_dir / 'csv' / 'metrics.csv'} (pandas.read_csv)")
-    if (out_dir / "tensorboard").is_dir():
-        lines.append(f"tensorboard  tensorboard --logdir {out_dir.parent}")
-    if last.is_file():
-        entry = "sample.py" if Path("sample.py").is_file() else "-m gensuite.sample"  # a checkout, or an install
-        lines.append(f"sample more  python {entry} ckpt_path={last} n=64")
-    console.print("\n".join(lines), highlight=False)
-
-
-if __name__ == "__main__":  # python -m gensuite.train [overrides]: the same as the checkout's train.py
-    from gensuite.entry import train as main
-
-    main()

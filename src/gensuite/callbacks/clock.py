@@ -19,6 +19,7 @@ from datetime import timedelta
 import lightning as L
 
 from gensuite.errors import ConfigError
+from gensuite.record import TRAIN_SECONDS_KEY
 
 
 def parse_duration(value) -> float | None:
@@ -87,6 +88,10 @@ class TrainingClock(L.Callback):
         if self.duration is None:
             return None
         return min(1.0, self.shared_elapsed / self.duration) if self.duration > 0 else 1.0
+
+    def record_entries(self) -> dict:
+        """What this clock adds to the run record (`gensuite.record.collect_metrics`): the training seconds."""
+        return {TRAIN_SECONDS_KEY: self.time_elapsed()}
 
     # checkpoint writes (ModelCheckpoint runs after this callback) and validation are not training time
     def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:

@@ -18,18 +18,18 @@ from __future__ import annotations
 
 import io
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
 import torch
-from torchvision.utils import make_grid, save_image
+from torchvision.utils import save_image
 
-from gensuite.callbacks.clock import TrainingClock
+from gensuite.image_grid import grid_of
 from gensuite.loggers import tensorboard_writer
 from gensuite.metrics.evaluator import Evaluator
+from gensuite.record import ELAPSED_KEY, FIT_EVAL_SECONDS_KEY, NOTES_KEY
 from gensuite.safe_files import write_bytes_atomic, write_text_atomic
-
-ELAPSED_KEY = "time/train_elapsed_s"  # training seconds at each evaluation during fit (FID against time)
 
 
 def write_png(grid: torch.Tensor, path: Path) -> None:
@@ -37,15 +37,6 @@ def write_png(grid: torch.Tensor, path: Path) -> None:
     buffer = io.BytesIO()
     save_image(grid, buffer, format="png")
     write_bytes_atomic(path, buffer.getvalue(), "hydra.run.dir")
-
-
-def grid_of(panel: torch.Tensor) -> torch.Tensor:
-    """``(N, C, H, W)`` -> a square-ish grid; ``(rows, cols, C, H, W)`` -> exactly that layout."""
-    if panel.dim() == 5:
-        rows, cols = panel.shape[:2]
-        return make_grid(panel.flatten(0, 1).float().clamp(0, 1).cpu(), nrow=cols, padding=1, pad_value=0.5)
-    nrow = max(1, int(round(len(panel) ** 0.5)))
-    return make_grid(panel.float().clamp(0, 1).cpu(), nrow=nrow, padding=1, pad_value=0.5)
 
 
 class Evaluation(L.Callback):
@@ -70,6 +61,9 @@ class Evaluation(L.Callback):
         self.output_dir = output_dir
         self.last_metrics: dict[str, float] = {}
         self.fit_eval_s = 0.0
+        #: the run's training seconds so far (its `TrainingClock.time_elapsed`, which survives resumes), handed in
+        #: by `gensuite.train`; None: wall time since the fit started
+        self.training_seconds: Callable[[], float] | None = None
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         device = trainer.strategy.root_device
@@ -96,16 +90,18 @@ class Evaluation(L.Callback):
     def on_train_start(self, trainer, pl_module) -> None:
         self._t0 = time.perf_counter()
 
-    def train_elapsed_s(self, trainer) -> float:
-        """Training seconds so far: the run's `TrainingClock` where it has one (it survives resumes)."""
-        clock = self._clock(trainer)
-        if clock is not None:
-            return clock.time_elapsed()
+    def train_elapsed_s(self) -> float:
+        """Training seconds so far: `training_seconds` where the run has a training clock."""
+        if self.training_seconds is not None:
+            return self.training_seconds()
         return time.perf_counter() - self._t0 if self._t0 is not None else 0.0
 
-    @staticmethod
-    def _clock(trainer) -> TrainingClock | None:
-        return next((cb for cb in trainer.callbacks if isinstance(cb, TrainingClock)), None)
+    def record_entries(self) -> dict:
+        """What this callback adds to the run record (`gensuite.record.collect_metrics`)."""
+        entries = {FIT_EVAL_SECONDS_KEY: self.fit_eval_s, **self.evaluator.last_info}
+        if self.evaluator.notes:
+            entries[NOTES_KEY] = " | ".join(self.evaluator.notes)
+        return entries
 
     def _due(self, trainer, fitting: bool) -> bool:
         if not fitting:
@@ -113,7 +109,7 @@ class Evaluation(L.Callback):
         if self.every_n_epochs > 0 and (trainer.current_epoch + 1) % self.every_n_epochs == 0:
             return True
         if self.every_n_seconds:
-            elapsed = self.train_elapsed_s(trainer)
+            elapsed = self.train_elapsed_s()
             # every rank must agree, or some would wait in the gather forever
             elapsed = float(trainer.strategy.broadcast(elapsed, src=0))
             if elapsed >= self._next_due_s:
@@ -152,8 +148,8 @@ class Evaluation(L.Callback):
             self.fit_eval_s += float(trainer.strategy.broadcast(time.perf_counter() - t0, src=0))
             metrics = {
                 **metrics,
-                ELAPSED_KEY: self.train_elapsed_s(trainer),
-                "time/fit_eval_s": self.fit_eval_s,
+                ELAPSED_KEY: self.train_elapsed_s(),
+                FIT_EVAL_SECONDS_KEY: self.fit_eval_s,
             }
         # identical on every rank (features were gathered): the mean over ranks changes nothing and, unlike
         # sync_dist=False, does not make Lightning warn under DDP

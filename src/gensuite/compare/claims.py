@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from gensuite.compare import stats
 from gensuite.compare.columns import LIKELIHOOD, SAMPLING, Column, fid, space_column
 from gensuite.compare.summary import Summary
-from gensuite.train import DATA_KEY, LIKELIHOOD_KIND_KEY
+from gensuite.record import DATA_KEY, LIKELIHOOD_KIND_KEY
 
 NOT_MEASURED = "not measured"
 

@@ -1,6 +1,6 @@
-"""Which numbers the comparison shows, built from the declarations of those who write them: the evaluator's
-metrics per feature space (`gensuite.metrics.evaluator.SPACE_METRICS`, `space_key`), the families' likelihood key,
-and train.py's run keys. The families come from ``conf/model`` and the order from ``conf/compare.yaml``.
+"""Which numbers the comparison shows, built from the run record's declarations (`gensuite.record`): the
+evaluator's metrics per feature space (`SPACE_METRICS`, `space_key`), the families' likelihood key and the run
+keys train.py writes. The families come from ``conf/model`` and the order from ``conf/compare.yaml``.
 """
 
 from __future__ import annotations
@@ -11,17 +11,20 @@ from functools import cache
 from omegaconf import OmegaConf
 
 from gensuite import config_dir
-from gensuite.families.base import LIKELIHOOD_KEY
-from gensuite.metrics.evaluator import (
+from gensuite.record import (
     CLASS_COVERAGE_KEY,
     HEADLINE_SPACE_KEY,
+    LIKELIHOOD_KEY,
+    PARAMETERS_KEY,
     SAMPLING_SPEED_KEY,
     SPACE_METRICS,
     SPACES,
     SPACES_KEY,
+    STEPS_KEY,
+    STEPS_PER_S_KEY,
+    TRAIN_SECONDS_KEY,
     space_key,
 )
-from gensuite.train import PARAMETERS_KEY, STEPS_KEY, STEPS_PER_S_KEY, TRAIN_SECONDS_KEY
 
 ARROW = {True: " ↑", False: " ↓", None: ""}
 

@@ -9,8 +9,8 @@ from pathlib import Path
 from gensuite.compare.columns import SAMPLING, family_color, fid
 from gensuite.compare.runs import Run
 from gensuite.compare.summary import Summary
+from gensuite.record import TRAIN_SECONDS_KEY
 from gensuite.safe_files import write_bytes_atomic
-from gensuite.train import TRAIN_SECONDS_KEY
 
 
 def _pyplot():

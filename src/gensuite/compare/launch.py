@@ -1,6 +1,6 @@
-"""Making the runs: every family × seed as one Hydra multirun of ``python -m gensuite.train`` under one equal time
+"""Making the runs: every family × seed as one Hydra multirun of ``python -m gensuite train`` under one equal time
 budget, into ``<out>/runs`` (with the feature networks cached in ``<out>/cache``); and, with ``curves=true``, one
-``python -m gensuite.eval ... sweep=...`` per family on its first seed's last checkpoint."""
+``python -m gensuite eval ... sweep=...`` per family on its first seed's last checkpoint."""
 
 from __future__ import annotations
 
@@ -62,9 +62,9 @@ def _features(features) -> str:
 def run_families(cfg: DictConfig, out: Path) -> tuple[Path, str]:
     """Train every family (x seeds) as one Hydra multirun of train.py into ``out/runs``."""
     args = train_args(cfg, out)
-    command = "python -m gensuite.train " + " ".join(args)
+    command = "python -m gensuite train " + " ".join(args)
     print(f"[gensuite] compare: {command}", flush=True)
-    proc = subprocess.run([sys.executable, "-m", "gensuite.train", *args])
+    proc = subprocess.run([sys.executable, "-m", "gensuite", "train", *args])
     if proc.returncode != 0:
         raise DataError(
             f"the comparison runs failed (exit {proc.returncode}); finished runs are in {out / 'runs'}",
@@ -75,7 +75,7 @@ def run_families(cfg: DictConfig, out: Path) -> tuple[Path, str]:
 
 def curve_command(run: Run, args: str) -> list[str]:
     """eval.py on the run's last checkpoint with the family's sweep arguments (``curve_args.<family>``)."""
-    return [sys.executable, "-m", "gensuite.eval", f"ckpt_path={run.checkpoint}", *shlex.split(args)]
+    return [sys.executable, "-m", "gensuite", "eval", f"ckpt_path={run.checkpoint}", *shlex.split(args)]
 
 
 def run_curves(runs: list[Run], curve_args: dict) -> list[str]:

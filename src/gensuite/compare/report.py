@@ -18,9 +18,8 @@ from gensuite.compare.claims import check_claims
 from gensuite.compare.columns import Column
 from gensuite.compare.runs import Run
 from gensuite.compare.summary import Summary
-from gensuite.metrics.evaluator import N_SAMPLES_KEY, space_key
+from gensuite.record import DATA_KEY, N_SAMPLES_KEY, PARTS_KEY, space_key
 from gensuite.safe_files import refuse_link, write_text_atomic
-from gensuite.train import DATA_KEY, PARTS_KEY
 
 
 @dataclass

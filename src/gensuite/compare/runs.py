@@ -4,7 +4,6 @@ the TensorBoard events) and any trade-off curve ``eval.py sweep=...`` wrote besi
 from __future__ import annotations
 
 import csv
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +13,7 @@ from omegaconf import OmegaConf
 
 from gensuite.compare.columns import fid, spaces_of
 from gensuite.errors import DataError
-from gensuite.train import FAMILY_KEY
+from gensuite.record import ELAPSED_KEY, FAMILY_KEY, read_record
 
 
 @dataclass
@@ -72,7 +71,7 @@ def read_runs(folder: Path) -> list[Run]:
         path = metrics_file.parent
         cfg_file = path / ".hydra" / "config.yaml"
         config = OmegaConf.to_container(OmegaConf.load(cfg_file), resolve=False) if cfg_file.is_file() else {}
-        metrics = json.loads(metrics_file.read_text())
+        metrics = read_record(metrics_file)
         runs.append(Run(path, metrics, config, fid_curve(path, spaces_of([metrics])[0])))
     if not runs:
         raise DataError(
@@ -93,11 +92,9 @@ def fid_curve(path: Path, space: str) -> list[tuple[float, float]]:
     logging.getLogger("tensorboard").setLevel(logging.WARNING)  # not a line per event file it moves on to
     acc.Reload()
     tags = set(acc.Tags().get("scalars", []))
-    from gensuite.callbacks.evaluation import ELAPSED_KEY as clock
-
-    if fid(space).key not in tags or clock not in tags:
+    if fid(space).key not in tags or ELAPSED_KEY not in tags:
         return []
-    elapsed = {e.step: e.value for e in acc.Scalars(clock)}
+    elapsed = {e.step: e.value for e in acc.Scalars(ELAPSED_KEY)}
     return [(elapsed[e.step], e.value) for e in acc.Scalars(fid(space).key) if e.step in elapsed]
 
 

@@ -34,7 +34,7 @@ import lightning as L
 import torch
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
-from gensuite import contracts
+from gensuite import contracts, record
 from gensuite.errors import ConfigError, GensuiteError
 from gensuite.families import conditioning
 from gensuite.families.draw import draw
@@ -47,7 +47,7 @@ class NonFiniteLossError(GensuiteError):
     """A loss became NaN or infinite: training stops, the last good checkpoint stays on disk."""
 
 
-LIKELIHOOD_KEY = "val/nll_bpd"  # bits per dimension of the data as stored, where a family has a likelihood
+LIKELIHOOD_KEY = record.LIKELIHOOD_KEY  # bits per dimension of the data as stored, where a family has a likelihood
 
 
 class FamilyProtocolError(GensuiteError):
@@ -267,22 +267,22 @@ class GenerativeModule(L.LightningModule):
             return opt
         return {"optimizer": opt, "lr_scheduler": {"scheduler": self.build_scheduler(opt), "interval": "step"}}
 
+    #: the fraction of a time budget spent, 0 to 1 (the training clock's `TrainingClock.progress`), handed in by
+    #: `gensuite.train` before fitting; None: no time budget
+    budget_progress: Callable[[], float | None] | None = None
+
     def build_scheduler(self, opt: torch.optim.Optimizer):
         """The configured schedule for ``opt``. One whose ``total_steps`` is left open (None or -1, the yaml's
         ``${trainer.max_steps}`` of a run without a step limit) spans the steps Lightning will run (a budget in
         epochs); for a time budget (``trainer.max_time`` and no epoch or step limit) it gets ``progress``, the
-        training clock's fraction of the budget spent (`gensuite.callbacks.clock.TrainingClock.progress`)."""
+        fraction of the budget spent (`budget_progress`)."""
         factory = self.scheduler_factory
         if getattr(factory, "keywords", {}).get("total_steps", 0) not in (None, -1):
             return factory(opt)
         total = self.trainer.estimated_stepping_batches
         if math.isfinite(total):
             return factory(opt, total_steps=int(total))
-        from gensuite.callbacks.clock import TrainingClock
-
-        clock = next((cb for cb in self.trainer.callbacks if isinstance(cb, TrainingClock)), None)
-        progress = clock.progress if clock is not None and clock.duration is not None else None
-        return factory(opt, total_steps=None, progress=progress)
+        return factory(opt, total_steps=None, progress=self.budget_progress)
 
     def check_finite(self, loss: torch.Tensor, name: str = "loss") -> None:
         if not torch.isfinite(loss).all():

@@ -2,7 +2,8 @@
 
 ``python train.py model=latent_diffusion autoencoder_ckpt=logs/runs/vae-mnist5k/<run>/checkpoints/last.ckpt``
 
-The VAE checkpoint is loaded with `gensuite.checkpoint.load_model` (weights only, family checked), and its own
+The VAE checkpoint is loaded by the loader the config passes in (``load_autoencoder``: `gensuite.checkpoint
+.frozen_autoencoder`, which reads it with `gensuite.checkpoint.load_model`: weights only, family checked); its own
 encoder, decoder and likelihood are reused — not copied: data -> ``z ~ q(z|x)`` (its encoder) -> diffusion on
 ``z · latent_scale`` -> its decoder and likelihood mean -> images. ``latent_scale`` (1 / std of the latents, as
 the LDM paper's scale factor) is measured on the training data when fitting starts and saved with the weights.
@@ -23,7 +24,6 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from gensuite.checkpoint import load_frozen
 from gensuite.diffusion.samplers import Sampler
 from gensuite.diffusion.schedules import NoiseSchedule
 from gensuite.errors import CheckpointError, ConfigError
@@ -31,9 +31,8 @@ from gensuite.families.base import Panel
 from gensuite.families.diffusion import Diffusion
 
 
-def load_autoencoder(path: str | None) -> nn.Module:
-    """The frozen VAE of ``autoencoder_ckpt``, or a clear error naming the setting."""
-    vae = load_frozen(path, "vae", "autoencoder_ckpt", "python train.py model=vae")
+def check_autoencoder(vae: nn.Module, path: str | None) -> nn.Module:
+    """The frozen VAE of ``autoencoder_ckpt`` if it has what latent diffusion reuses, else a clear error."""
     for attr in ("encode", "decoder", "likelihood", "latent_dim", "image_shape"):
         if not hasattr(vae, attr):
             raise CheckpointError(f"autoencoder_ckpt={path}: the model has no `{attr}`; it cannot be reused here")
@@ -45,6 +44,7 @@ class LatentDiffusion(Diffusion):
 
     Args:
         autoencoder_ckpt: path of a ``model=vae`` checkpoint.
+        load_autoencoder: ``path -> the frozen model`` (the yaml's: `gensuite.checkpoint.frozen_autoencoder`).
         channels, image_size: the data's (checked against the autoencoder's images).
         denoiser: a partial (``_partial_: true``) called with ``dim=<the VAE's latent_dim>``, e.g. `MLPDenoiser`.
         The other arguments are `Diffusion`'s; ``clip_denoised`` defaults to False (latents are unbounded).
@@ -63,9 +63,17 @@ class LatentDiffusion(Diffusion):
         image_size: int | None = None,
         clip_denoised: bool = False,
         latent_scale_samples: int = 2000,
+        load_autoencoder: Callable[[str | None], nn.Module] | None = None,
         **kwargs,
     ):
-        autoencoder = load_autoencoder(autoencoder_ckpt)
+        if load_autoencoder is None:
+            raise ConfigError(
+                "model.load_autoencoder is not set: latent diffusion needs the loader of its frozen autoencoder",
+                keys=("load_autoencoder",),
+                fix="model.load_autoencoder={_target_: gensuite.checkpoint.frozen_autoencoder, _partial_: true} "
+                "(as conf/model/latent_diffusion.yaml has it)",
+            )
+        autoencoder = check_autoencoder(load_autoencoder(autoencoder_ckpt), autoencoder_ckpt)
         ae_shape = tuple(autoencoder.image_shape)
         if getattr(autoencoder, "num_classes", 0):
             raise ConfigError(

@@ -12,8 +12,8 @@ References (features cached on disk by a fingerprint of data, split, resolution 
   (``val/fid_<ex>_floor``) is what a perfect model would score: as many real *training* images as there are
   samples, against the same held-out reference.
 - **validation** (``val/fid_<ex>_val``): the samples against the data's ``val`` split, the number that chooses:
-  checkpoints, early stopping and sweeps monitor it (`selects_on_test` refuses a held-out key there), so the
-  held-out numbers only report. Where the data has no test split the two references are the same images.
+  checkpoints, early stopping and sweeps monitor it (`gensuite.record.selects_on_test` refuses a held-out key there),
+  so the held-out numbers only report. Where the data has no test split the two references are the same images.
 - **train** (``val/fid_<ex>_train``, with ``val/fid_<ex>_train_floor``): samples against half A of the training
   split, the floor half B against half A. A model that copies its training images scores at this floor; the gap
   between the held-out and the train-referenced FID is how much closer the samples are to what was trained on.
@@ -39,7 +39,6 @@ rank computes the same numbers.
 from __future__ import annotations
 
 import math
-import re
 import time
 import warnings
 from collections.abc import Callable
@@ -57,42 +56,16 @@ from gensuite.families.draw import draw  # the draw loop and label rule shared w
 from gensuite.metrics.diversity import class_coverage, knn_radii, precision_recall_density_coverage
 from gensuite.metrics.features import ClassifierFeatures, InceptionFeatures
 from gensuite.metrics.ssl import SSLFeatures
+from gensuite.record import (  # the keys of the run record this evaluation fills in
+    CLASS_COVERAGE_KEY,
+    HEADLINE_SPACE_KEY,
+    N_SAMPLES_KEY,
+    SAMPLING_SPEED_KEY,
+    SPACES,
+    SPACES_KEY,
+    space_key,
+)
 from gensuite.safe_files import atomic_writer
-
-SPACES = ("classifier", "ssl", "inception")  # the feature spaces, in the order a run reports them
-
-# What an evaluation reports, declared once (compare.py builds its tables from these, never from spelt-out keys).
-# Per feature space: name -> (label, higher is better); the key is `space_key(name, space)`, e.g. val/fid_ssl.
-SPACE_METRICS = {
-    "fid": ("FID", False),
-    "kid": ("KID", False),
-    "precision": ("precision", True),
-    "recall": ("recall", True),
-    "density": ("density", True),
-    "coverage": ("coverage", True),
-    "copy_rate": ("copy rate", False),
-    "is": ("IS", True),
-}
-CLASS_COVERAGE_KEY = "val/coverage_classes"  # classes the samples cover (from the classifier space)
-SAMPLING_SPEED_KEY = "time/sample_images_per_s"  # images per second while sampling the evaluation's samples
-HEADLINE_SPACE_KEY = "eval/features"  # the headline space (the first one)
-SPACES_KEY = "eval/feature_spaces"  # every space of the evaluation, comma-separated, headline first
-N_SAMPLES_KEY = "eval/n_samples"
-
-
-def space_key(metric: str, space: str, variant: str = "") -> str:
-    """The key of ``metric`` in ``space``: ``val/fid_ssl``; a variant: ``val/fid_ssl_floor``, ``..._train``."""
-    return f"val/{metric}_{space}" + (f"_{variant}" if variant else "")
-
-
-#: sample metrics measured against the held-out test reference (or its threshold): they report, never choose
-_HELD_OUT = re.compile(r"^val/(fid|kid|precision|recall|density|coverage|copy_rate)_(?!.*_(val|train)$)")
-
-
-def selects_on_test(key: str | None) -> bool:
-    """Whether a monitored / optimised metric ``key`` is measured against the held-out test split."""
-    return bool(key) and bool(_HELD_OUT.match(str(key)))
-
 
 # KID and IS keep their inputs (here: features) in memory, which is what we want; silence the reminder.
 warnings.filterwarnings("ignore", message=r".*will save all extracted features in buffer.*")
