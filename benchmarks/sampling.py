@@ -17,10 +17,11 @@ import time
 import torch
 
 from benchmarks.common import compose_cfg, machine, table
+from gensuite import registry
 from gensuite.config import instantiate_checked
 from gensuite.diffusion.samplers import DDIM, DDPM, DPMSolver, DPMSolverSDE
 
-FAMILIES = ["vae", "gan", "diffusion", "transformer"]
+FAMILIES = registry.names(from_nothing=True)
 
 
 def images_per_s(model, n: int, batch: int) -> float:
