@@ -169,7 +169,7 @@ def test_report_from_records_without_training(tmp_path):
     paths = build_report(runs, tmp_path / "report")
     md, page = paths["report.md"].read_text(), paths["report.html"].read_text()
     assert md.index("## Common wisdom, measured") < md.index("## Results")  # the claims open the report
-    assert "| FID (classifier) ↓ | vae − diffusion |" in md and "significant (diffusion better)" in md
+    assert "| FID (classifier) ↓ | diffusion − vae |" in md and "significant (diffusion better)" in md
     assert "Kendall's tau, classifier vs ssl: +1.00" in md and "Same order in every feature space: yes" in md
     assert "Pareto front (no family both faster and better): vae, diffusion." in md
     assert "![Quality against sampling speed](pareto.png)" in md and paths["pareto"].stat().st_size > 1000
@@ -185,7 +185,7 @@ def test_one_seed_reports_no_interval(tmp_path):
     runs = [record("vae", 1, 15.0, 4000), record("gan", 1, 16.0, 2000)]
     md = build_report(runs, tmp_path / "report")["report.md"].read_text()
     assert "15.00 ± n/a" in md
-    assert "| FID (classifier) ↓ | vae − gan | -1 | n/a | one seed: no interval |" in md
+    assert "| FID (classifier) ↓ | gan − vae | 1 | n/a | one seed: no interval |" in md
     assert "difference -1, one seed: no interval" in md  # the claims say so too
 
 
