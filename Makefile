@@ -5,8 +5,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-# every family the suite can train from nothing (latent_diffusion needs a trained VAE's checkpoint)
-FAMILIES ?= vae,gan,diffusion,flow_matching,transformer,vqvae
+# every family that trains from nothing, from conf/model/ (gensuite.registry; latent_diffusion needs a VAE's checkpoint)
+FAMILIES ?= $(shell $(PY) -m gensuite.registry)
 
 .PHONY: help install train test smoke test-all lint format bench compare tensorboard clean
 .DEFAULT_GOAL := help

@@ -19,14 +19,12 @@ import time
 from pathlib import Path
 
 from benchmarks.common import table
+from gensuite import registry
 
 ROOT = Path(__file__).resolve().parents[1]
-FAMILIES = {
-    "vae": ["model=vae"],
-    "gan": ["model=gan"],
-    "diffusion": ["model=diffusion"],
-    "transformer-text": ["model=transformer", "data=pydoc"],
-    "transformer-pixels": ["model=transformer", "data=mnist5k"],
+# every family that trains from nothing on its default data (mnist5k), and the transformer on text too
+FAMILIES = {f: [f"model={f}"] for f in registry.names(from_nothing=True)} | {
+    "transformer-text": ["model=transformer", "data=pydoc"]
 }
 
 

@@ -24,7 +24,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-FAMILIES = ["vae", "gan", "diffusion", "flow_matching", "transformer", "vqvae"]
+from gensuite import registry
+
+FAMILIES = registry.names(from_nothing=True)
 COLUMNS = ["family", "batch", "parameters", "peak RSS MiB", "RSS over baseline MiB", "CUDA peak MiB"]
 MARK = "MEMORY-ROW "
 

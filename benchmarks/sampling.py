@@ -17,10 +17,11 @@ import time
 import torch
 
 from benchmarks.common import compose_cfg, machine, table
+from gensuite import registry
 from gensuite.config import instantiate_checked
 from gensuite.diffusion.samplers import DDIM, DDPM, DPMSolver, DPMSolverSDE
 
-FAMILIES = ["vae", "gan", "diffusion", "transformer"]
+FAMILIES = registry.names(from_nothing=True)
 
 
 def images_per_s(model, n: int, batch: int) -> float:
@@ -59,7 +60,9 @@ def main(argv: list[str] | None = None) -> None:
                 print(table(rows[-1:], COLUMNS).splitlines()[-1], flush=True)
             continue
         n = max(8, args.n // 8) if family == "transformer" else args.n
-        nfe = getattr(getattr(model, "tokenizer", None), "seq_len", 1)
+        sampler = getattr(model, "sampler", None)  # flow matching: steps x network calls per step
+        nfe = sampler.steps * getattr(sampler, "nfe_per_step", 1) if sampler is not None else None
+        nfe = nfe or getattr(getattr(model, "tokenizer", None), "seq_len", 1)
         rows.append(
             {"family": family, "sampler": "-", "NFE": nfe, "parameters": params,
              "images/s": images_per_s(model, n, batch), "n": n}

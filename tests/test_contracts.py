@@ -18,6 +18,7 @@ import torch
 import torch.multiprocessing as mp
 from torch import nn
 
+from gensuite import registry
 from gensuite.checkpoint import _renamed_targets, build_model, load_frozen
 from gensuite.contracts import DataInfo, rank_slice, to_signed, to_unit
 from gensuite.errors import CheckpointError, ConfigError
@@ -26,7 +27,7 @@ from gensuite.families.base import FamilyProtocolError, GenerativeModule, check_
 from .conftest import CONF, compose_cfg
 
 #: families whose model is built on another trained model (a checkpoint): their own tests build them
-NEEDS_A_CHECKPOINT = {"latent_diffusion"}
+NEEDS_A_CHECKPOINT = {f.name for f in registry.families() if not f.from_nothing}
 #: families whose training step draws no noise (the transformer's dropout is off in its presets; VQ-VAE: none)
 NOISE_FREE = {"transformer", "vqvae"}
 #: small parts, so that building every family takes a second (the defaults are MNIST-sized already)
@@ -34,7 +35,7 @@ SMALL = ["data=digits", "trainer.precision=32-true"]
 
 
 def families() -> list[str]:
-    return sorted(p.stem for p in (Path(CONF) / "model").glob("*.yaml"))
+    return registry.names()
 
 
 def _build(family: str, tmp_path: Path) -> GenerativeModule:

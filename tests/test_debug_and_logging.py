@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from lightning.pytorch.profilers import SimpleProfiler
 
+from gensuite import registry
 from gensuite.command_line import check_command_line
 from gensuite.errors import ConfigError
 from gensuite.loggers import CSVLogger
@@ -112,7 +113,7 @@ def test_csv_logger_appends_to_the_file_of_a_run_resumed_in_its_folder(tmp_path)
     assert df["val/loss"].isna().tolist() == [True, True, False]
 
 
-@pytest.mark.parametrize("family", ["vae", "gan", "diffusion", "flow_matching", "transformer"])
+@pytest.mark.parametrize("family", registry.names())
 def test_debug_modes_win_over_the_family_presets(family):
     """The debug group comes last in train.yaml's defaults: its budget holds whatever the preset says."""
     for mode in ("fdr", "limit", "overfit", "profiler"):

@@ -9,17 +9,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from omegaconf import OmegaConf
 
-from .conftest import CONF, ROOT, SMALL_NETS, TINY, compose_cfg, run_entry
+from gensuite import registry
+
+from .conftest import ROOT, SMALL_NETS, TINY, compose_cfg, run_entry
 
 DDP = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]
 # a small evaluation: what is tested is that both ranks' samples were gathered, not their quality
 SMALL_EVAL = ["metrics.n_samples=60", "metrics.batch_size=30", "metrics.kid_subset_size=20"]
-
-
-def families() -> list[str]:
-    return sorted(p.stem for p in (Path(CONF) / "model").glob("*.yaml"))
 
 
 def _single_folder(log_dir: Path) -> Path:
@@ -28,7 +25,7 @@ def _single_folder(log_dir: Path) -> Path:
     return runs[0]
 
 
-@pytest.mark.parametrize("family", families())
+@pytest.mark.parametrize("family", registry.names())
 def test_ddp_two_processes_one_folder_synced_metrics(family, tmp_path, cache_dir, prerequisites):
     extra = prerequisites(family) + SMALL_NETS.get(family, []) + SMALL_EVAL
     log_dir = tmp_path / "logs"
@@ -135,13 +132,14 @@ def test_cluster_launcher_configs_compose(launcher, tmp_path):
 
 @pytest.fixture
 def prerequisites(tmp_path, cache_dir):
-    """``family -> overrides`` for what a family needs that a test must make first: a family whose config reads
-    ``autoencoder_ckpt`` (latent models) gets a tiny trained VAE checkpoint."""
+    """``family -> overrides`` for what a family needs that a test must make first (`registry.Family.needs`): a
+    family built on ``autoencoder_ckpt`` (latent models) gets a tiny trained VAE checkpoint."""
+    needs = {f.name: f.needs for f in registry.families()}
 
     def make(family: str) -> list[str]:
-        cfg = compose_cfg([f"model={family}", f"paths.cache_dir={cache_dir}"], tmp_path / "probe")
-        if "autoencoder_ckpt" not in OmegaConf.to_yaml(cfg.model, resolve=False):
+        if not needs[family]:
             return []
+        assert needs[family] == ("autoencoder_ckpt",), f"{family} needs {needs[family]}: teach this fixture to make it"
         from gensuite.train import train
 
         vae = train(

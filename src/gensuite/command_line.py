@@ -35,9 +35,10 @@ def check_command_line(config_dir: str, config_name: str, argv: list[str]) -> No
     Hydra. Raises `ConfigError`.
     """
     from hydra import initialize_config_dir
-    from hydra._internal.utils import get_args_parser  # the parser @hydra.main itself reads argv with
 
-    args, _ = get_args_parser().parse_known_args(argv)
+    from gensuite.hydra_compat import args_parser  # the parser @hydra.main itself reads argv with
+
+    args, _ = args_parser().parse_known_args(argv)
     if (
         args.help
         or args.hydra_help

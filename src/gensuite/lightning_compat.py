@@ -1,13 +1,21 @@
-"""The one place where the suite reaches Lightning's (and TensorBoard's) members that are not their documented API,
-because no public way does the job. Each function names the version it was checked against and has a test
-(``tests/test_lightning_compat.py``; ``tests/test_exact_resume.py`` for the restart repair) that fails loudly when
-an upgrade changes what it relies on. `gensuite.callbacks.ema.EMA` extends Lightning's `EMAWeightAveraging` and
-reads its attributes (``_average_model``, ``_device``, ``_use_buffers``, ``_kwargs``); the same test checks them.
+"""The one place where the suite reaches Lightning's, torch's and TensorBoard's members that are not their documented
+API, because no public way does the job (Hydra's: `gensuite.hydra_compat`). Each function names the version it was
+checked against and has a test (``tests/test_lightning_compat.py``; ``tests/test_exact_resume.py`` for the restart
+repair) that fails loudly when an upgrade changes what it relies on. ``tests/test_private_members.py`` checks that
+no other module of the suite reaches a private member of these libraries.
 """
 
 from __future__ import annotations
 
+import csv
+import os
+from typing import Any
+
 import lightning as L
+import torch
+from lightning.fabric.loggers.logger import _DummyExperiment
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from torch.optim.swa_utils import AveragedModel
 
 CHECKED_WITH = "2.6.6"
 
@@ -67,3 +75,64 @@ def save_last(checkpoint, trainer: L.Trainer) -> None:
     """Make a `ModelCheckpoint` write its ``last.ckpt`` now, as it does at its own intervals (Lightning 2.6.6:
     ``_save_last_checkpoint(trainer, _monitor_candidates(trainer))``; it also moves ``last_model_path``)."""
     checkpoint._save_last_checkpoint(trainer, checkpoint._monitor_candidates(trainer))
+
+
+# -- weight averaging (gensuite.callbacks.ema) ---------------------------------------------------------------------
+def averaged_model(callback) -> AveragedModel | None:
+    """The `AveragedModel` of a Lightning `WeightAveraging` callback (Lightning 2.6.6: ``_average_model``; None
+    before its ``setup`` for fit)."""
+    return callback._average_model
+
+
+def average_only(callback, module: torch.nn.Module, device: torch.device) -> None:
+    """Make a `WeightAveraging` callback average ``module`` (a sub-module of the LightningModule) rather than the
+    whole LightningModule: the `AveragedModel` its ``setup`` builds, of ``module`` instead (Lightning 2.6.6: its
+    ``_device`` or else ``device``, its ``_use_buffers`` and ``_kwargs``, into ``_average_model``)."""
+    callback._average_model = AveragedModel(
+        model=module, device=callback._device or device, use_buffers=callback._use_buffers, **callback._kwargs
+    )
+
+
+# -- loggers (gensuite.loggers) ------------------------------------------------------------------------------------
+def is_dummy_experiment(experiment: Any) -> bool:
+    """Whether a logger's ``experiment`` is the stand-in Lightning hands ranks other than 0 (and ``fast_dev_run``)
+    (Lightning 2.6.6: ``lightning.fabric.loggers.logger._DummyExperiment``)."""
+    return isinstance(experiment, _DummyExperiment)
+
+
+class AppendingCSVWriter(ExperimentWriter):
+    """Lightning's CSV writer deletes an existing ``metrics.csv`` when it starts; this one keeps its rows and its
+    header (new columns still rewrite the header, as Lightning does). Lightning 2.6.6: the deletion is
+    ``ExperimentWriter._check_log_dir_exists``, called from its ``__init__``; ``_fs`` is its file system."""
+
+    def _check_log_dir_exists(self) -> None:
+        if self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as file:
+                self.metrics_keys = list(next(csv.reader(file), []))
+
+
+def appending_csv_experiment(logger) -> ExperimentWriter:
+    """A `CSVLogger`'s ``experiment`` as an `AppendingCSVWriter`, made once (Lightning 2.6.6: kept in the logger's
+    ``_experiment``, as its own property does)."""
+    if logger._experiment is None:
+        os.makedirs(logger.root_dir, exist_ok=True)
+        logger._experiment = AppendingCSVWriter(log_dir=logger.log_dir)
+    return logger._experiment
+
+
+# -- torch ---------------------------------------------------------------------------------------------------------
+def is_batch_norm(module: torch.nn.Module) -> bool:
+    """Whether ``module`` normalises over the batch: any batch norm of torch (1d/2d/3d, lazy, sync, quantised) or of
+    Lightning (the ``_BatchNormXd`` that ``sync_batchnorm`` reverts to), not instance / group / layer norm (torch
+    2.x: their common base ``torch.nn.modules.batchnorm._BatchNorm``)."""
+    return isinstance(module, torch.nn.modules.batchnorm._BatchNorm)
+
+
+#: a torch LR scheduler's own bookkeeping in its ``state_dict`` (torch 2.x), not settings of the schedule
+SCHEDULER_BOOKKEEPING = frozenset({"base_lrs", "last_epoch", "_step_count", "_last_lr"})
+
+
+def set_last_lr(scheduler, lrs: list[float]) -> None:
+    """What a torch LR scheduler reports as its last learning rates (``get_last_lr()``, and through it Lightning's
+    `LearningRateMonitor`), until its next step (torch 2.x: ``_last_lr``)."""
+    scheduler._last_lr = list(lrs)

@@ -10,16 +10,16 @@
 
 from __future__ import annotations
 
-import csv
 import logging
-import os
 from typing import Any
 
-from lightning.fabric.loggers.logger import _DummyExperiment, rank_zero_experiment
+from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from omegaconf import DictConfig
+
+from gensuite import lightning_compat
 
 # packages that give their logger a console handler of their own when imported
 LIBRARY_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric", "torchmetrics")
@@ -43,18 +43,8 @@ def tensorboard_writer(trainer) -> Any | None:
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
             writer = logger.experiment
-            return None if isinstance(writer, _DummyExperiment) else writer  # the dummy: ranks other than 0
+            return None if lightning_compat.is_dummy_experiment(writer) else writer  # the dummy: ranks other than 0
     return None
-
-
-class _AppendingWriter(ExperimentWriter):
-    """Lightning's CSV writer deletes an existing ``metrics.csv`` when it starts; this one keeps its rows and its
-    header (new columns still rewrite the header, as Lightning does)."""
-
-    def _check_log_dir_exists(self) -> None:
-        if self._fs.isfile(self.metrics_file_path):
-            with self._fs.open(self.metrics_file_path, "r", newline="") as file:
-                self.metrics_keys = list(next(csv.reader(file), []))
 
 
 class CSVLogger(LightningCSVLogger):
@@ -68,10 +58,7 @@ class CSVLogger(LightningCSVLogger):
     @property
     @rank_zero_experiment  # as Lightning's own: the other ranks get a dummy
     def experiment(self) -> ExperimentWriter:
-        if self._experiment is None:
-            os.makedirs(self.root_dir, exist_ok=True)
-            self._experiment = _AppendingWriter(log_dir=self.log_dir)
-        return self._experiment
+        return lightning_compat.appending_csv_experiment(self)  # appends to an existing metrics.csv
 
 
 class _DropTips(logging.Filter):

@@ -22,6 +22,7 @@ from typing import Any
 
 import lightning as L
 
+from gensuite import lightning_compat
 from gensuite.errors import ConfigError
 from gensuite.families.options import sampling_only_model_keys
 from gensuite.run_lock import is_global_rank_zero
@@ -179,9 +180,9 @@ class ApplyOnResume(L.Callback):
                         group["initial_lr"] = new_base
                     for s in scheds:
                         s.base_lrs[i] = new_base
-            for s in scheds:
-                s._last_lr = [g["lr"] for g in opt.param_groups]  # what get_last_lr() / LearningRateMonitor report
+            for s in scheds:  # what get_last_lr() / LearningRateMonitor report
+                lightning_compat.set_last_lr(s, [g["lr"] for g in opt.param_groups])
         # a torch scheduler keeps its settings (step_size, gamma...) in its state: set the changed ones again
         for config, fresh in zip(trainer.lr_scheduler_configs, self._fresh_sched, strict=True):
-            for key in self.redo["scheduler"] & (set(fresh) - {"base_lrs", "last_epoch", "_step_count", "_last_lr"}):
+            for key in self.redo["scheduler"] & (set(fresh) - lightning_compat.SCHEDULER_BOOKKEEPING):
                 setattr(config.scheduler, key, fresh[key])

@@ -13,7 +13,8 @@ from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import EMAWeightAveraging
-from torch.optim.swa_utils import AveragedModel
+
+from gensuite import lightning_compat
 
 
 class EMA(EMAWeightAveraging):
@@ -54,20 +55,14 @@ class EMA(EMAWeightAveraging):
         if self.module is None:
             return super().setup(trainer, pl_module, stage)
         if stage == "fit":
-            target = self._target(pl_module)
-            self._average_model = AveragedModel(
-                model=target,
-                device=self._device or pl_module.device,
-                use_buffers=self._use_buffers,
-                **self._kwargs,
-            )
+            lightning_compat.average_only(self, self._target(pl_module), pl_module.device)
 
     def _follow_until_first_update(self, pl_module: L.LightningModule) -> None:
         """Before its first update the average holds the *initial* weights (copied at setup); a run that validates,
         checkpoints or ends before ``update_starting_at_step`` would evaluate and save its untrained start (a
         1-minute diffusion run of 75 steps sampled from its random init). Until the first update (``n_averaged``
         0; that update copies the weights anyway), the average follows the current weights."""
-        average = self._average_model
+        average = lightning_compat.averaged_model(self)
         if average is not None and int(average.n_averaged) == 0:
             target = self._target(pl_module) if self.module is not None else pl_module
             average.module.load_state_dict(target.state_dict())
@@ -92,9 +87,10 @@ class EMA(EMAWeightAveraging):
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         self._follow_until_first_update(pl_module)  # the checkpoint's state_dict: the weights sampling will use
-        if self.module is None or self._average_model is None:
+        averaged = lightning_compat.averaged_model(self)
+        if self.module is None or averaged is None:
             return super().on_save_checkpoint(trainer, pl_module, checkpoint)
-        average = self._average_model.state_dict()
+        average = averaged.state_dict()
         checkpoint["current_model_state"] = dict(checkpoint["state_dict"])
         state = dict(checkpoint["state_dict"])
         for name, value in average.items():
@@ -104,15 +100,16 @@ class EMA(EMAWeightAveraging):
         checkpoint["averaging_state"] = {n: v for n, v in average.items() if not n.startswith("module.")}
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
-        if self.module is None or self._average_model is None:
+        averaged = lightning_compat.averaged_model(self)
+        if self.module is None or averaged is None:
             return super().on_load_checkpoint(trainer, pl_module, checkpoint)
         if "current_model_state" in checkpoint and "averaging_state" in checkpoint:
             n = len(self._prefix)
             average = {"module." + k[n:]: v for k, v in checkpoint["state_dict"].items() if k.startswith(self._prefix)}
-            self._average_model.load_state_dict(average | checkpoint["averaging_state"])
+            averaged.load_state_dict(average | checkpoint["averaging_state"])
             pl_module.load_state_dict(checkpoint["current_model_state"])
         else:
             target_state = {
                 k[len(self._prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(self._prefix)
             }
-            self._average_model.module.load_state_dict(target_state, strict=False)
+            averaged.module.load_state_dict(target_state, strict=False)

@@ -1,6 +1,6 @@
 """Which numbers the comparison shows, built from the run record's declarations (`gensuite.record`): the
 evaluator's metrics per feature space (`SPACE_METRICS`, `space_key`), the families' likelihood key and the run
-keys train.py writes. The families come from ``conf/model`` and the order from ``conf/compare.yaml``.
+keys train.py writes. The families come from ``conf/model`` (`gensuite.registry`).
 """
 
 from __future__ import annotations
@@ -8,9 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cache
 
-from omegaconf import OmegaConf
-
-from gensuite import config_dir
+from gensuite import registry
 from gensuite.record import (
     CLASS_COVERAGE_KEY,
     HEADLINE_SPACE_KEY,
@@ -98,11 +96,10 @@ def spaces_of(metrics: list[dict]) -> list[str]:
 
 @cache
 def known_families() -> tuple[str, ...]:
-    """Every family the suite can train (``conf/model/<family>.yaml``), in the comparison's order
-    (``conf/compare.yaml``'s families first)."""
-    on_disk = sorted(p.stem for p in (config_dir() / "model").glob("*.yaml"))
-    first = [str(f) for f in OmegaConf.load(config_dir() / "compare.yaml").families]
-    return tuple(first + [f for f in on_disk if f not in first])
+    """Every family the suite can train (``conf/model/<family>.yaml``, `gensuite.registry`), in the comparison's
+    order: the families that train from nothing first."""
+    every = registry.families()
+    return tuple(f.name for f in sorted(every, key=lambda f: not f.from_nothing))
 
 
 def family_color(family: str) -> str:

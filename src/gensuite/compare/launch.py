@@ -12,6 +12,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from gensuite import registry
 from gensuite.compare.runs import Run, by_family
 from gensuite.errors import ConfigError, DataError
 
@@ -24,9 +25,7 @@ def hms(seconds: float) -> str:
 
 def train_args(cfg: DictConfig, out: Path) -> list[str]:
     """The multirun's command line: families × seeds, the equal budget, validation on the same clock."""
-    families = list(cfg.families)
-    if not families:
-        raise ConfigError("families is empty", keys=("families",), fix="families=[vae,gan]")
+    families = registry.chosen(cfg.families)
     seeds = list(range(1, int(cfg.seeds) + 1))
     if not seeds:
         raise ConfigError(f"seeds must be >= 1, got {cfg.seeds}", keys=("seeds",), fix="seeds=1")

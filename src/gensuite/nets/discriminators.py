@@ -24,7 +24,6 @@ from gensuite.errors import ConfigError
 from gensuite.nets.common import check_image_input, make_act
 
 NORMALISED_LAYERS = (nn.Linear, nn.Conv2d, nn.ConvTranspose2d, nn.Embedding)
-BATCH_NORMS = (nn.modules.batchnorm._BatchNorm,)
 
 
 def apply_spectral_norm(module: nn.Module) -> int:
@@ -37,7 +36,9 @@ def apply_spectral_norm(module: nn.Module) -> int:
 
 def uses_batch_statistics(module: nn.Module) -> bool:
     """Whether any layer normalises over the batch (then an example's logit depends on the others)."""
-    return any(isinstance(m, BATCH_NORMS) for m in module.modules())
+    from gensuite.lightning_compat import is_batch_norm  # here: the parts import no Lightning
+
+    return any(is_batch_norm(m) for m in module.modules())
 
 
 class Discriminator(nn.Module):
