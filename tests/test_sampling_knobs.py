@@ -16,8 +16,8 @@ import yaml
 from gensuite.checkpoint import load_model
 from gensuite.errors import ConfigError
 from gensuite.eval import evaluate
+from gensuite.families.catalog import builtin_knobs, sampling_only_model_keys
 from gensuite.families.draw import draw
-from gensuite.families.options import builtin_knobs, sampling_only_model_keys
 from gensuite.resume import _SAMPLING
 from gensuite.sample import sample
 from gensuite.sampling_cli import apply_sampler, options_from

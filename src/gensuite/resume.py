@@ -24,7 +24,7 @@ import lightning as L
 
 from gensuite import lightning_compat
 from gensuite.errors import ConfigError
-from gensuite.families.options import sampling_only_model_keys
+from gensuite.families.catalog import sampling_only_model_keys
 from gensuite.run_lock import is_global_rank_zero
 
 APPLY = "applied"

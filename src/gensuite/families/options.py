@@ -7,8 +7,8 @@ immutable default (``model.default_options``, built from its constructor argumen
 ``sampling.<knob>=`` overrides (`SamplingOptions.override`) and pass in. Nothing is set on the model.
 
 The names ``sampling.*`` of ``conf/sample.yaml`` / ``conf/eval.yaml`` and the sampling-only model keys of
-`gensuite.resume` are read from these declarations (`builtin_knobs`; ``tests/test_sampling_knobs.py`` checks the
-yaml agrees).
+`gensuite.resume` are read from these declarations (`gensuite.families.catalog`;
+``tests/test_sampling_knobs.py`` checks the yaml agrees).
 """
 
 from __future__ import annotations
@@ -79,34 +79,3 @@ class Guidance(SamplingOptions):
                 keys=("sampling.guidance_scale",),
                 fix="drop the guidance setting, or train a conditional model (model.num_classes=${data.num_classes})",
             )
-
-
-def builtin_families() -> tuple[type, ...]:
-    """The suite's own families (imported here, when asked: the families import this module)."""
-    from gensuite.families.autoregressive import Autoregressive
-    from gensuite.families.diffusion import Diffusion
-    from gensuite.families.flow_matching import FlowMatching
-    from gensuite.families.gan import GAN
-    from gensuite.families.vae import VAE
-    from gensuite.families.vqvae import VQVAE
-
-    return VAE, GAN, Diffusion, FlowMatching, Autoregressive, VQVAE
-
-
-def builtin_knobs() -> dict[str, dict[str, str]]:
-    """Every knob of the suite's own families: name -> {family: what it does} (the ``sampling.*`` keys of
-    sample.py / eval.py)."""
-    out: dict[str, dict[str, str]] = {}
-    for cls in builtin_families():
-        for name, help in cls.Options.knobs().items():
-            out.setdefault(name, {})[cls.family] = help
-    return out
-
-
-def sampling_only_model_keys() -> tuple[str, ...]:
-    """The knobs whose model setting of the same name (``model.temperature``) is the default of sampling only,
-    never of training: a resumed run may change them (`gensuite.resume`)."""
-    keys: dict[str, None] = {}
-    for cls in builtin_families():
-        keys.update({f.name: None for f in dataclasses.fields(cls.Options) if not f.metadata.get("trained")})
-    return tuple(keys)
