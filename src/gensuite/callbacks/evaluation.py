@@ -30,6 +30,15 @@ from gensuite.metrics.evaluator import Evaluator
 from gensuite.safe_files import write_bytes_atomic, write_text_atomic
 
 ELAPSED_KEY = "time/train_elapsed_s"  # training seconds at each evaluation during fit (FID against time)
+# budget points (`BudgetPoints`): <run>/budget_points/budget_<s>s.json, the metrics at each, and
+# checkpoints/budget_<s>s.ckpt, the model there
+BUDGET_DIR = "budget_points"
+BUDGET_SECONDS_KEY = "budget/seconds"  # the budget point (training seconds) a budget file is for
+
+
+def budget_stem(seconds: float) -> str:
+    """The file name (without suffix) of a budget point: ``budget_60s``, ``budget_7.5s``."""
+    return f"budget_{float(seconds):g}s"
 
 
 def write_png(grid: torch.Tensor, path: Path) -> None:
