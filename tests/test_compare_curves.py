@@ -73,3 +73,58 @@ def test_the_run_folders_are_named_by_family_and_seed(tmp_path):
 
         HydraConfig.instance().set_config(cfg)
         assert OmegaConf.select(cfg, "hydra.sweep.subdir") == "vae-seed1"
+
+
+def test_budget_points_are_made_on_the_clock_off_the_clock_and_reproduce(tmp_path, cache_dir):
+    """A tiny run with points at 1 and 2 s of a 3 s budget: each point saved and evaluated once, at the batch that
+    reaches it, its evaluation not counted as training; eval.py on the saved file gives the same numbers."""
+    from gensuite.callbacks.evaluation import BUDGET_DIR, BUDGET_SECONDS_KEY
+    from gensuite.compare.runs import read_runs
+    from gensuite.eval import evaluate
+    from gensuite.train import train
+
+    from .conftest import SMALL_NETS, TINY, compose_cfg
+
+    metrics = [o for o in TINY if o.startswith("metrics.")] + ["metrics.features=classifier"]
+    overrides = [
+        "model=vae",
+        *SMALL_NETS["vae"],
+        *TINY,
+        "metrics.features=classifier",
+        "trainer.max_epochs=-1",
+        "trainer.limit_train_batches=null",
+        "trainer.max_time=00:00:00:03",
+        "+callbacks.budget_points._target_=gensuite.callbacks.evaluation.BudgetPoints",
+        "+callbacks.budget_points.seconds=[1,2]",
+        "+callbacks.budget_points.output_dir=${paths.output_dir}",
+        f"paths.cache_dir={cache_dir}",
+    ]
+    run = tmp_path / "run"
+    result = train(compose_cfg(overrides, run))
+    points = {p.name: json.loads(p.read_text()) for p in (run / BUDGET_DIR).glob("*.json")}
+    assert sorted(points) == ["budget_1s.json", "budget_2s.json"]
+    spent = 0.0
+    for point in points.values():
+        at = point[BUDGET_SECONDS_KEY]
+        assert at <= point["budget/train_s"] < at + 1.5  # the end of the batch that reached it (a loaded CPU)
+        assert (run / "checkpoints" / f"budget_{at:g}s.ckpt").is_file() and point["eval/n_samples"] == 200
+        spent += point["budget/eval_s"]
+    # the evaluations are off the clock: the run trained its 3 s, whatever the points cost
+    assert 3.0 <= result["metrics"]["time/train_s"] < 3.5 and spent > 0
+    # every number of a budget point is what eval.py says of its checkpoint, with the same settings and seed
+    ckpt = run / "checkpoints" / "budget_1s.ckpt"
+    again = evaluate(compose_cfg([f"ckpt_path={ckpt}", *metrics, f"paths.cache_dir={cache_dir}",
+                                  f"out={tmp_path / 'eval.json'}"], config_name="eval"))  # fmt: skip
+    for key in ("val/fid_classifier", "val/precision_classifier", "val/recall_classifier", "val/kid_classifier"):
+        assert again[key] == pytest.approx(points["budget_1s.json"][key], rel=1e-6, abs=1e-9), key
+    # the comparison reads them back
+    (only,) = read_runs(run)
+    assert sorted(only.budgets) == [1.0, 2.0] and only.at(2.0).metrics["run/family"] == "vae"
+
+
+def test_budgets_set_the_clock_and_the_points(tmp_path):
+    args = launch.train_args(compare_cfg(budgets=[0.25, 0.5]), tmp_path)
+    assert "trainer.max_time=00:00:00:30" in args  # the largest budget
+    assert "+callbacks.budget_points.seconds=[15,30]" in args
+    with pytest.raises(ConfigError, match="budgets"):
+        launch.train_args(compare_cfg(budgets=[0, 1]), tmp_path)

@@ -60,8 +60,35 @@ def train_args(
     ]
 
 
+def budget_seconds(cfg: DictConfig) -> list[float]:
+    """``budgets=[1,2,4,8]`` (minutes of the training clock) as training seconds, increasing; [] without."""
+    budgets = cfg.get("budgets")
+    if not budgets:
+        return []
+    try:
+        minutes = [float(b) for b in budgets]
+    except (TypeError, ValueError):
+        minutes = []
+    if not minutes or min(minutes) <= 0 or len(set(minutes)) != len(minutes):
+        raise ConfigError(
+            f"budgets={budgets}: give distinct positive minutes of the training clock",
+            keys=("budgets",),
+            fix="budgets=[1,2,4,8] (fractions allowed: budgets=[0.25,0.5])",
+        )
+    return sorted(60 * m for m in minutes)
+
+
 def run_settings(cfg: DictConfig, out: Path) -> list[str]:
-    """Every override of the runs except the family and the seed: what makes two runs comparable."""
+    """Every override of the runs except the family and the seed: what makes two runs comparable. With
+    ``budgets=``, one run per family and seed to the largest budget (its ``trainer.max_time``), evaluated and
+    saved at every point (`gensuite.callbacks.evaluation.BudgetPoints`)."""
+    points = budget_seconds(cfg)
+    budget = hms(points[-1]) if points else cfg.max_time
+    with_points = [
+        "+callbacks.budget_points._target_=gensuite.callbacks.evaluation.BudgetPoints",
+        "+callbacks.budget_points.seconds=[" + ",".join(f"{p:g}" for p in points) + "]",
+        "+callbacks.budget_points.output_dir=${paths.output_dir}",
+    ]
     return [
         f"data={cfg.data}",
         f"hydra.sweep.dir={out / 'runs'}",
@@ -72,7 +99,8 @@ def run_settings(cfg: DictConfig, out: Path) -> list[str]:
         "auto_resume=true",
         f"paths.log_dir={out}",
         # the equal budget is wall-clock time: no epoch or step limit may stop a family first
-        f"trainer.max_time={cfg.max_time}",
+        f"trainer.max_time={budget}",
+        *(with_points if points else []),
         "trainer.max_epochs=-1",
         "trainer.max_steps=-1",
         f"callbacks.evaluation.every_n_seconds={cfg.eval_every_n_seconds}",

@@ -219,7 +219,10 @@ def curve_blocks(s: Summary, claims: dict, figure: Path | None) -> list[Block]:
             "Every run was evaluated at each budget point of its training clock (" + ", ".join(heads) + "; "
             "training seconds only, the evaluation itself off the clock) with the same samples, reference and "
             "feature spaces as its final evaluation, from the checkpoint saved there "
-            "(`checkpoints/budget_<seconds>s.ckpt`: `eval.py ckpt_path=<it>` reproduces the row).",
+            "(`checkpoints/budget_<seconds>s.ckpt`: `eval.py ckpt_path=<it>` reproduces the row). One run per "
+            "family and seed serves every point, trained to the largest budget: a learning-rate schedule that "
+            "follows the budget decays over the largest one, so a smaller point shows a run in the middle of its "
+            "schedule, not one tuned to end there.",
         ),
     ]
     rows = []
