@@ -4,6 +4,7 @@ metrics a family does not have."""
 from __future__ import annotations
 
 import csv
+import re
 
 import pytest
 
@@ -86,7 +87,7 @@ def test_seeds_give_mean_and_std(runs_folder, tmp_path):
     paths = build_report([*runs, twin], tmp_path / "report")
     row = next(r for r in csv.DictReader(paths["results.csv"].open()) if r["family"] == twin.family)
     assert row["runs"] == "2" and float(row["FID (classifier) ↓ std"]) == pytest.approx(2**0.5, rel=1e-3)
-    assert "±" in paths["report.md"].read_text()
+    assert re.search(r"\| \d+\.\d+ \[\d+\.\d+, \d+\.\d+\] \|", paths["report.md"].read_text())  # mean [interval]
 
 
 def test_no_finished_runs_is_a_clear_error(tmp_path):

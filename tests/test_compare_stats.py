@@ -3,16 +3,18 @@ verdicts, Kendall's tau between feature spaces, the Pareto front, the claims, an
 
 from __future__ import annotations
 
+import csv
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 from omegaconf import OmegaConf
 from scipy import stats as sps
 
 from gensuite import config_dir, registry
 from gensuite.compare import Run, build_report, launch, stats
-from gensuite.compare.claims import NOT_MEASURED, check_claims
+from gensuite.compare.claims import NOT_MEASURED, UNDECIDED, across, check_claims, over_budgets
 from gensuite.compare.columns import columns, known_families
 from gensuite.compare.summary import Summary
 from gensuite.record import SPACE_METRICS, space_key
@@ -52,10 +54,73 @@ def test_t_interval_contains_the_mean_matches_scipy_and_shrinks_with_n():
     ref = sps.t.interval(0.95, 2, loc=11.0, scale=sps.sem([10.0, 12.0, 11.0]))
     assert (lo, hi) == pytest.approx(ref)
     many = stats.estimate([10.0, 12.0, 11.0] * 4)
-    assert many.half < few.half
+    width = lambda e: e.interval[1] - e.interval[0]  # noqa: E731
+    assert width(many) < width(few)
     one = stats.estimate([3.0])
-    assert one.half is None and one.interval is None and one.mean == 3.0
+    assert one.interval is None and one.mean == 3.0
     assert stats.estimate([]) is None and stats.estimate([float("nan")]) is None
+
+
+def test_intervals_of_bounded_metrics_stay_in_their_range():
+    # the report's FID 41 ± 248 of two seeds: the raw t-interval reaches -207
+    raw = stats.estimate([21.5, 60.5])
+    assert raw.interval[0] < -200
+    fid = stats.estimate([21.5, 60.5], lower=0.0)
+    assert fid.scale == "log-t" and 0 < fid.interval[0] < 21.5 and fid.interval[1] > 60.5 and fid.mean == 41.0
+    # the log-t interval is the t-interval of log(x), back-transformed
+    import math
+
+    logs = sps.t.interval(0.95, 2, loc=sps.tmean(list(map(math.log, [5.0, 6.0, 9.0]))),
+                          scale=sps.sem(list(map(math.log, [5.0, 6.0, 9.0]))))  # fmt: skip
+    assert stats.estimate([5.0, 6.0, 9.0], lower=0.0).interval == pytest.approx(tuple(map(math.exp, logs)))
+    for values in ([0.01, 0.9], [0.2, 0.25, 0.99], [0.5, 0.5001]):
+        share = stats.estimate(values, lower=0.0, upper=1.0)
+        assert share.scale == "logit-t" and 0 <= share.interval[0] < share.interval[1] <= 1
+    # a value on the bound (recall 0 of a collapsed model): the t-interval, cut to the range
+    cut = stats.estimate([0.0, 0.4], lower=0.0, upper=1.0)
+    assert cut.scale == "t, clipped" and cut.interval == (0.0, 1.0)
+    # the table's ranges: positive for FID, speeds and bits/dim, [0, 1] for shares, none for KID
+    from gensuite.compare.columns import bounds
+
+    assert bounds(space_key("fid", "ssl")) == (0.0, None) and bounds("time/sample_images_per_s") == (0.0, None)
+    assert bounds(space_key("recall", "classifier")) == (0.0, 1.0) and bounds("val/coverage_classes") == (0.0, None)
+    assert bounds(space_key("kid", "classifier")) == (None, None) and bounds("val/nll_bpd") == (0.0, None)
+
+
+def test_seeds_to_resolve_a_difference():
+    a, b = [10.0, 12.0, 11.0], [11.0, 13.0, 12.0]  # a difference of 1 at a per-seed sd of 1
+    n = stats.seeds_to_resolve(a, b)
+    assert n == 9  # t(0.975, 16) * sqrt(2 / 9) = 0.9995 < 1; t(0.975, 14) * sqrt(2 / 8) = 1.07
+
+    def seeds(k: int, mean: float) -> list[float]:  # k values with exactly this mean and a sd of 1
+        z = np.linspace(-1, 1, k)
+        return list(mean + z / z.std(ddof=1))
+
+    assert stats.welch(seeds(n, 10.0), seeds(n, 11.0)).significant
+    assert not stats.welch(seeds(n - 1, 10.0), seeds(n - 1, 11.0)).significant
+    assert stats.seeds_to_resolve([1.0, 1.0], [2.0, 2.0]) is None  # no spread: nothing to scale
+    assert stats.seeds_to_resolve([1.0, 2.0], [1.0, 2.0]) is None  # no difference
+    assert stats.seeds_to_resolve([1.0], [2.0, 3.0]) is None
+
+
+def test_crossings_of_synthetic_curves():
+    times = [60.0, 120.0, 240.0, 480.0]
+    # a falls from 10 to 4, b stays at 7: a crosses b between 120 s (a=8) and 240 s (a=6), at 180 s
+    a = [[10.0 + e, 8.0 + e, 6.0 + e, 4.0 + e] for e in (-0.2, 0.0, 0.2)]
+    b = [[7.0 + e] * 4 for e in (-0.1, 0.0, 0.1)]
+    x = stats.crossing(times, a, b)
+    assert x.at == pytest.approx(180.0) and x.share == 1.0
+    lo, hi = x.interval
+    assert 120 <= lo < 180 < hi <= 240
+    # parallel curves: no crossing, and the resamples agree
+    parallel = stats.crossing(times, a, [[c - 1 for c in curve] for curve in a])
+    assert parallel.at is None and parallel.interval is None and parallel.share == 0.0
+    # one seed a side: the crossing without an interval
+    single = stats.crossing(times, a[:1], b[:1])
+    assert single.at is not None and single.interval is None
+    # a zero between two signs is the crossing; touching zero without changing sign is none
+    assert stats.first_crossing(times, [1.0, 0.0, -1.0, -2.0]) == 120.0
+    assert stats.first_crossing(times, [1.0, 0.0, 1.0, 2.0]) is None
 
 
 def test_welch_verdicts():
@@ -184,7 +249,7 @@ def test_report_from_records_without_training(tmp_path):
 def test_one_seed_reports_no_interval(tmp_path):
     runs = [record("vae", 1, 15.0, 4000), record("gan", 1, 16.0, 2000)]
     md = build_report(runs, tmp_path / "report")["report.md"].read_text()
-    assert "15.00 ± n/a" in md
+    assert "15.00 (one seed)" in md
     assert "| FID (classifier) ↓ | gan − vae | 1 | n/a | one seed: no interval |" in md
     assert "difference -1, one seed: no interval" in md  # the claims say so too
 
@@ -221,3 +286,85 @@ def test_a_family_level_with_the_others_is_neither_sharp_nor_weak():
     found = by_check(check_claims(Summary(runs), CLAIMS))
     for check in ("sharp", "weak diversity"):
         assert found["gan", check].answer == "no" and "level with the median" in found["gan", check].evidence
+
+
+# -- undecided, the reference, the curves ---------------------------------------------------------------------------
+def test_a_claim_without_a_significant_difference_is_undecided_not_no():
+    # vae and gan overlap: "vae: less detail" is neither shown nor refuted (the report used to print "no")
+    runs = [*seeded("vae", [40.0, 42.0], 4000), *seeded("gan", [41.0, 60.0], 2000)]
+    found = by_check(check_claims(Summary(runs), CLAIMS))
+    less = found["vae", "less detail"]
+    assert less.answer == UNDECIDED and "not significant" in less.evidence
+    assert "seeds per family would resolve a difference this size" in less.evidence
+    # significant the other way: no
+    runs = [*seeded("vae", [10.0, 10.5, 9.8], 4000), *seeded("gan", [16.0, 16.4, 15.9], 2000)]
+    assert by_check(check_claims(Summary(runs), CLAIMS))["vae", "less detail"].answer == "no"
+    # one seed: no test, no answer
+    one = by_check(check_claims(Summary([record("vae", 1, 15.0, 4000), record("gan", 1, 16.0, 20)]), CLAIMS))
+    assert (
+        one["vae", "less detail"].answer == UNDECIDED and "one seed: run seeds=3" in one["vae", "less detail"].evidence
+    )
+    assert one["gan", "sharp"].answer == UNDECIDED  # one seed each: even equal precisions are no test
+
+
+def test_the_report_states_its_reference_and_keeps_intervals_in_range(tmp_path):
+    runs = [
+        *seeded("vae", [21.5, 60.5], 4000, **{"eval/n_reference": 500, space_key("fid", "classifier", "floor"): 0.26}),
+        *seeded("gan", [16.0, 16.4], 2000),
+    ]
+    for r in runs:
+        r.config = {"data": {"split_seed": 0}}
+    paths = build_report(runs, tmp_path / "report")
+    md = paths["report.md"].read_text()
+    top = md.index("## What is measured against what")
+    assert top < md.index("## Common wisdom, measured")
+    assert "Reference: the held-out test split of data=mnist5k, 500 images, fixed by data.split_seed=0" in md
+    assert "FID 0.26, KID 0.0020" in md and "logarithm" in md
+    row = next(r for r in csv.DictReader(paths["results.csv"].open()) if r["family"] == "vae")
+    assert 0 < float(row["FID (classifier) ↓ ci95 lo"]) < 21.5  # not 41 - 248
+    assert "41.00 [0.05, 25801.99]" in md
+
+
+def budget_runs(fids_at: dict[str, list[list[float]]], budgets=(60.0, 120.0, 240.0, 480.0)) -> list[Run]:
+    """Runs with budget points: per family, one FID curve per seed (one value per budget)."""
+    runs = []
+    for family, curves in fids_at.items():
+        for seed, curve in enumerate(curves, start=1):
+            r = record(family, seed, curve[-1], 4000 if family == "vae" else 25)
+            r.budgets = {
+                b: {**r.metrics, space_key("fid", "classifier"): f} for b, f in zip(budgets, curve, strict=True)
+            }
+            runs.append(r)
+    return runs
+
+
+def test_claims_and_crossings_over_the_budget_points(tmp_path):
+    # diffusion starts worse than the vae and overtakes it between 2 and 4 minutes
+    runs = budget_runs({
+        "vae": [[20.0, 15.0, 13.0, 12.0], [20.5, 15.2, 13.1, 12.2], [19.8, 14.9, 12.8, 11.9]],
+        "diffusion": [[40.0, 16.0, 8.0, 5.0], [41.0, 16.1, 8.2, 5.1], [39.0, 15.9, 7.9, 4.9]],
+    })  # fmt: skip
+    s = Summary(runs)
+    assert s.budgets == [60.0, 120.0, 240.0, 480.0]
+    checks = {(c.family, c.check): c for c in over_budgets(s, CLAIMS)}
+    best = checks["diffusion", "best quality"]
+    assert [f.answer for f in best.findings.values()] == ["no", "no", "yes", "yes"]
+    assert best.sentence == "no from 1 min to 2 min, yes from 4 min" and best.flips
+    assert not checks["diffusion", "slow sampling"].flips
+    (column, a, b, x), *_ = s.crossings()
+    assert (a, b) == ("vae", "diffusion") and 120 < x.at < 240 and x.share == 1.0 and x.interval is not None
+    assert across([(60.0, "no"), (120.0, UNDECIDED), (240.0, "yes"), (480.0, "yes")]) == (
+        "no at 1 min, undecided at 2 min, yes from 4 min"
+    )
+    md = build_report(runs, tmp_path / "report")["report.md"].read_text()
+    assert "## Curves over the training clock" in md
+    assert (
+        "| diffusion | best quality, slow sampling | best quality | no from 1 min to 2 min, yes from 4 min (flips" in md
+    )
+    assert "| FID (classifier) ↓ | vae − diffusion |" in md and "![Curves over the training clock](curves.png)" in md
+    # parallel curves: no crossing
+    parallel = budget_runs({"vae": [[20.0, 15.0, 13.0, 12.0]] * 2, "gan": [[21.0, 16.0, 14.0, 13.0]] * 2})
+    parallel[0].budgets[60.0][space_key("fid", "classifier")] += 0.1  # some spread
+    assert Summary(parallel).crossings()[0][3].at is None
+    md = build_report(parallel, tmp_path / "parallel")["report.md"].read_text()
+    assert "no crossing within the budgets" in md

@@ -19,6 +19,10 @@ from gensuite.safe_files import write_text_atomic
 # -- the run: what was trained, how long ------------------------------------------------------------------------
 TRAIN_SECONDS_KEY = "time/train_s"  # training batches only (`gensuite.callbacks.clock.TrainingClock`)
 ELAPSED_KEY = "time/train_elapsed_s"  # training seconds at each evaluation during fit (FID against time)
+# budget points (`gensuite.callbacks.evaluation.BudgetPoints`): <run>/budget_points/budget_<s>s.json, the metrics
+# at each, and checkpoints/budget_<s>s.ckpt, the model there
+BUDGET_DIR = "budget_points"
+BUDGET_SECONDS_KEY = "budget/seconds"  # the budget point (training seconds) a budget file is for
 FIT_EVAL_SECONDS_KEY = "time/fit_eval_s"  # evaluations during fit, kept off time/train_s
 STEPS_KEY = "train/global_step"
 EPOCHS_KEY = "train/epochs"
@@ -140,3 +144,8 @@ def print_summary(metrics: dict[str, Any], out_dir: Path) -> None:
         entry = "sample.py" if Path("sample.py").is_file() else "-m gensuite sample"  # a checkout, or an install
         lines.append(f"sample more  python {entry} ckpt_path={last} n=64")
     console.print("\n".join(lines), highlight=False)
+
+
+def budget_stem(seconds: float) -> str:
+    """The file name (without suffix) of a budget point: ``budget_60s``, ``budget_7.5s``."""
+    return f"budget_{float(seconds):g}s"

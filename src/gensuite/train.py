@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from gensuite import lightning_compat
 from gensuite.callbacks.checkpoint import foreign_paths
 from gensuite.callbacks.clock import TrainingClock
-from gensuite.callbacks.evaluation import Evaluation
+from gensuite.callbacks.evaluation import BudgetPoints, Evaluation
 from gensuite.callbacks.run_state import RunState
 from gensuite.checkpoint import build_model, find_last_checkpoint, read_checkpoint
 from gensuite.checkpoint_io import AtomicCheckpointIO, remove_stale_temporaries
@@ -129,15 +129,19 @@ def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
 
 def hand_in_clock(callbacks: list[L.Callback], model: L.LightningModule) -> None:
     """The run's `TrainingClock`, where it has one, handed to those that read it: the model's learning-rate
-    schedule (the fraction of a time budget spent) and the `Evaluation` callback (training seconds so far)."""
+    schedule (the fraction of a time budget spent), the `Evaluation` callback (training seconds so far) and
+    the `BudgetPoints` callback (the clock, and the evaluation it repeats at each point)."""
     clock = next((cb for cb in callbacks if isinstance(cb, TrainingClock)), None)
     if clock is None:
         return
     if clock.duration is not None:
         model.budget_progress = clock.progress
+    evaluation = next((cb for cb in callbacks if isinstance(cb, Evaluation)), None)
     for cb in callbacks:
         if isinstance(cb, Evaluation):
             cb.training_seconds = clock.time_elapsed
+        if isinstance(cb, BudgetPoints):
+            cb.clock, cb.evaluation = clock, evaluation
 
 
 def resolve_ckpt_path(cfg: DictConfig, model: L.LightningModule) -> str | None:

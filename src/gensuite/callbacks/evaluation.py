@@ -17,6 +17,7 @@ from the EMA weights when the run has EMA (see PITFALLS: EMA hook order), which 
 from __future__ import annotations
 
 import io
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,10 +26,12 @@ import lightning as L
 import torch
 from torchvision.utils import save_image
 
+from gensuite.callbacks.clock import TrainingClock
+from gensuite.errors import ConfigError
 from gensuite.image_grid import grid_of
 from gensuite.loggers import tensorboard_writer
 from gensuite.metrics.evaluator import Evaluator
-from gensuite.record import ELAPSED_KEY, FIT_EVAL_SECONDS_KEY, NOTES_KEY
+from gensuite.record import BUDGET_DIR, BUDGET_SECONDS_KEY, ELAPSED_KEY, FIT_EVAL_SECONDS_KEY, NOTES_KEY, budget_stem
 from gensuite.safe_files import write_bytes_atomic, write_text_atomic
 
 
@@ -172,3 +175,96 @@ class Evaluation(L.Callback):
             texts = {k: v for k, v in panels.items() if isinstance(v, str)}
             for name, text in texts.items():
                 write_text_atomic(Path(self.output_dir) / f"{name}.txt", text, "hydra.run.dir")
+
+
+class BudgetPoints(L.Callback):
+    """Budget points: at each of ``seconds`` on the run's training clock, the model as it stands there is saved
+    (``checkpoints/budget_<s>s.ckpt``) and evaluated as the final evaluation evaluates it — the evaluator's full
+    ``n_samples``, every feature space, the same reference, the weights `eval.py` loads from that file (the EMA
+    weights where the run has EMA) — into ``budget_points/budget_<s>s.json``.
+
+    It acts at the end of the training batch whose clock reading reaches a point (every DDP rank at the same batch:
+    rank 0's reading decides), after `TrainingClock` has counted that batch. The save and the evaluation are off
+    the clock: the clock is told, as for a validation, that what follows is not training, so the seconds they take
+    go neither into the budget nor into ``time/train_s`` (they are recorded as ``budget/eval_s``). A resumed run
+    goes on with the first point after its restored clock.
+
+    One run serves every budget point: the run's budget (``trainer.max_time``) is the largest point, so a schedule
+    that follows the budget (the transformer's warm-up cosine) decays over the largest budget, and a smaller point
+    sees a model whose learning rate has not yet decayed (``compare.py`` says so in its report).
+    """
+
+    def __init__(self, seconds, output_dir: str):
+        points = sorted(float(s) for s in seconds)
+        if not points or points[0] <= 0:
+            raise ConfigError(
+                f"budget points {list(seconds)}: each must be a positive number of training seconds",
+                keys=("budgets",),
+                fix="budgets=[1,2,4,8] (minutes of the training clock; fractions allowed: budgets=[0.25,0.5])",
+            )
+        self.points, self.output_dir = points, Path(output_dir)
+        self._reached = -1.0  # the clock reading at the last point made: the points up to it are done
+        #: handed in by train.py (`gensuite.train.hand_in_clock`): the run's training clock and its evaluation
+        self.clock: TrainingClock | None = None
+        self.evaluation: Evaluation | None = None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        clock = self.clock
+        if clock is None:
+            return
+        elapsed = float(trainer.strategy.broadcast(clock.elapsed, src=0))
+        due = [p for p in self.points if p <= elapsed and not self._done(p)]
+        if not due:
+            return
+        evaluation = self.evaluation
+        t0 = time.perf_counter()
+        # every rank takes part, rank 0 writes (through the run's checkpoint IO); a batch that passes several
+        # points at once (points closer than one batch) stands for each of them, under each one's name
+        for point in due:
+            trainer.save_checkpoint(self.output_dir / "checkpoints" / f"{budget_stem(point)}.ckpt")
+        metrics = self._measure(trainer, pl_module, evaluation) if evaluation is not None else {}
+        seconds = float(trainer.strategy.broadcast(time.perf_counter() - t0, src=0))
+        clock.on_validation_start(trainer, pl_module)  # the time since the batch ended is not training
+        if trainer.is_global_zero:
+            for point in due:
+                path = self.output_dir / "checkpoints" / f"{budget_stem(point)}.ckpt"
+                record = {**metrics, BUDGET_SECONDS_KEY: point, "budget/train_s": elapsed,
+                          "budget/step": trainer.global_step, "budget/eval_s": seconds,
+                          "budget/ckpt_path": str(path)}  # fmt: skip
+                folder = self.output_dir / BUDGET_DIR
+                folder.mkdir(parents=True, exist_ok=True)
+                text = json.dumps(record, indent=2, sort_keys=True, default=str) + "\n"
+                write_text_atomic(folder / f"{budget_stem(point)}.json", text, "hydra.run.dir")
+        self._reached = elapsed
+
+    def _done(self, point: float) -> bool:
+        return point <= self._reached
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        clock = self.clock
+        # a resumed run: the points before its restored clock were made by the run it continues
+        self._reached = clock.elapsed if clock is not None and clock.elapsed > 0 else -1.0
+
+    def _measure(self, trainer, pl_module, evaluation: Evaluation) -> dict:
+        """The evaluator's full evaluation of the weights the checkpoint's ``state_dict`` holds."""
+        from lightning.pytorch.callbacks import WeightAveraging
+
+        averaging = [cb for cb in trainer.callbacks if isinstance(cb, WeightAveraging)]
+        for cb in averaging:  # the averaged weights in (Lightning's own swap for validation), and out again after
+            cb.on_validation_epoch_start(trainer, pl_module)
+        was_training = pl_module.training
+        pl_module.eval()
+        try:
+            with torch.no_grad():
+                world = trainer.world_size
+                metrics = evaluation.evaluator.evaluate(
+                    pl_module,
+                    rank=trainer.global_rank,
+                    world_size=world,
+                    gather=(lambda t: pl_module.all_gather(t).flatten(0, 1)) if world > 1 else None,
+                )
+        finally:
+            pl_module.train(was_training)
+            for cb in averaging:
+                cb.on_validation_epoch_end(trainer, pl_module)
+        return {**metrics, **evaluation.evaluator.last_info}

@@ -53,10 +53,30 @@ def fid(space: str) -> Column:
     return space_column(next(iter(SPACE_METRICS)), space)
 
 
+# the range each per-space metric cannot leave; its interval over seeds stays inside (`stats.estimate`). KID is
+# unbounded: its unbiased estimate goes below zero for samples close to the reference.
+SPACE_BOUNDS = {
+    "fid": (0.0, None),
+    "precision": (0.0, 1.0),
+    "recall": (0.0, 1.0),
+    "density": (0.0, None),
+    "coverage": (0.0, 1.0),
+    "copy_rate": (0.0, 1.0),
+    "is": (1.0, None),
+}
 LIKELIHOOD = Column("bits/dim ↓", LIKELIHOOD_KEY, ".3f", False)
 SAMPLING = Column("sampling img/s ↑", SAMPLING_SPEED_KEY, ".4g", True)
 # the headline metrics of the verdict table: every per-space metric that ranks a model, in the headline space
 VERDICT_METRICS = ("fid", "kid", "precision", "recall", "density", "coverage")
+
+
+def bounds(key: str) -> tuple[float | None, float | None]:
+    """The range of the number ``key`` (None: unbounded on that side): counts, times and rates are positive."""
+    positive = (LIKELIHOOD_KEY, SAMPLING_SPEED_KEY, PARAMETERS_KEY, TRAIN_SECONDS_KEY, STEPS_KEY, STEPS_PER_S_KEY)
+    if key in (*positive, CLASS_COVERAGE_KEY):
+        return 0.0, None
+    metric = next((m for m in SPACE_METRICS if key.startswith(f"val/{m}_")), None)
+    return SPACE_BOUNDS.get(metric, (None, None))
 
 
 def columns(space: str) -> list[Column]:

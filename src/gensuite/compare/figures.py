@@ -22,6 +22,13 @@ def _pyplot():
     return plt
 
 
+def _err(e) -> list[float]:
+    """The distances from the mean to the ends of its interval (matplotlib's asymmetric error bars); 0 without."""
+    if e.interval is None:
+        return [0.0, 0.0]
+    return [max(0.0, e.mean - e.interval[0]), max(0.0, e.interval[1] - e.mean)]
+
+
 def _save(fig, path: Path) -> Path:
     fig.tight_layout()
     image = io.BytesIO()  # rendered in memory, then written beside the name and renamed (never through a link)
@@ -86,7 +93,8 @@ def plot_throughput(s: Summary, out: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
     names = [f for f, _ in data]
     means = [e.mean for _, e in data]
-    ax.bar(names, means, yerr=[e.half or 0 for _, e in data], color=[family_color(n) for n in names])
+    errs = [_err(e) for _, e in data]
+    ax.bar(names, means, yerr=[[lo for lo, _ in errs], [hi for _, hi in errs]], color=[family_color(n) for n in names])
     ax.set_yscale("log")
     ax.set_ylabel("images / s (log scale)")
     ax.set_title("sampling throughput")
@@ -96,8 +104,8 @@ def plot_throughput(s: Summary, out: Path) -> Path | None:
 
 
 def plot_pareto(s: Summary, out: Path) -> Path | None:
-    """Headline FID against sampling seconds per image (log), 95 % intervals as error bars, the Pareto front (no
-    family both faster and better) joined by a line."""
+    """Headline FID against sampling seconds per image (log), 95 % intervals as error bars (inside the range:
+    `gensuite.compare.stats.estimate`), the Pareto front (no family both faster and better) joined by a line."""
     points, front = s.pareto()
     if not points:
         return None
@@ -107,8 +115,8 @@ def plot_pareto(s: Summary, out: Path) -> Path | None:
         ax.errorbar(
             [t.mean],
             [q.mean],
-            xerr=[[t.half or 0], [t.half or 0]],
-            yerr=[[q.half or 0], [q.half or 0]],
+            xerr=[[_err(t)[0]], [_err(t)[1]]],
+            yerr=[[_err(q)[0]], [_err(q)[1]]],
             fmt="o",
             ms=9 if family in front else 6,
             mfc=family_color(family) if family in front else "white",
@@ -125,3 +133,34 @@ def plot_pareto(s: Summary, out: Path) -> Path | None:
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     return _save(fig, out / "pareto.png")
+
+
+def plot_curves(s: Summary, out: Path) -> Path | None:
+    """Each headline metric against the budget points of the training clock: the mean over seeds of every family
+    with its 95 % band (shaded)."""
+    columns = s.curve_columns()
+    if not columns:
+        return None
+    plt = _pyplot()
+    cols = min(3, len(columns))
+    rows = -(-len(columns) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.3 * rows), squeeze=False)
+    minutes = [b / 60 for b in s.budgets]
+    for ax, column in zip(axes.flat, columns, strict=False):
+        for family in s.families:
+            curve = s.curve(family, column.key)
+            if any(e is None for e in curve.values()):
+                continue
+            color = family_color(family)
+            ax.plot(minutes, [e.mean for e in curve.values()], marker="o", ms=3, color=color, label=family)
+            if all(e.interval for e in curve.values()):
+                lo, hi = zip(*(e.interval for e in curve.values()), strict=True)
+                ax.fill_between(minutes, lo, hi, color=color, alpha=0.15, lw=0)
+        ax.set_xscale("log")
+        ax.set_xlabel("training clock (min, log scale)")
+        ax.set_title(column.header, fontsize=9)
+        ax.grid(alpha=0.3, which="both")
+    for ax in list(axes.flat)[len(columns) :]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=8)
+    return _save(fig, out / "curves.png")

@@ -1,9 +1,15 @@
 """Making the runs: every family × seed as one Hydra multirun of ``python -m gensuite train`` under one equal time
-budget, into ``<out>/runs`` (with the feature networks cached in ``<out>/cache``); and, with ``curves=true``, one
-``python -m gensuite eval ... sweep=...`` per family on its first seed's last checkpoint."""
+budget, into ``<out>/runs/<family>-seed<seed>`` (with the feature networks cached in ``<out>/cache``); and, with
+``curves=true``, one ``python -m gensuite eval ... sweep=...`` per family on its first seed's last checkpoint.
+
+An interrupted comparison continues: run again with the same ``out=``, it keeps every run that finished (its
+``metrics.json`` is there) and launches only the others, each with ``auto_resume=true`` so that a run killed midway
+goes on from its newest checkpoint, the training clock included. The settings of the runs are kept in
+``<out>/compare.json``; a rerun with other settings is refused (its finished runs would not be comparable)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import subprocess
@@ -23,20 +29,77 @@ def hms(seconds: float) -> str:
     return f"{s // 86400:02d}:{s % 86400 // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
-def train_args(cfg: DictConfig, out: Path) -> list[str]:
-    """The multirun's command line: families × seeds, the equal budget, validation on the same clock."""
+RECORD = "compare.json"  # <out>/compare.json: the settings the runs under <out>/runs were launched with
+
+
+def families_and_seeds(cfg: DictConfig) -> tuple[list[str], list[int]]:
     families = registry.chosen(cfg.families)
     seeds = list(range(1, int(cfg.seeds) + 1))
     if not seeds:
         raise ConfigError(f"seeds must be >= 1, got {cfg.seeds}", keys=("seeds",), fix="seeds=1")
+    return families, seeds
+
+
+def run_folder(out: Path, family: str, seed: int) -> Path:
+    """Where the run of ``family`` and ``seed`` trains (``hydra.sweep.subdir`` of `train_args`)."""
+    return out / "runs" / f"{family}-seed{seed}"
+
+
+def train_args(
+    cfg: DictConfig, out: Path, families: list[str] | None = None, seeds: list[int] | None = None
+) -> list[str]:
+    """The multirun's command line: families × seeds (all of the comparison's unless given), the equal budget,
+    validation on the same clock, one stable folder per run, resuming what a killed comparison left."""
+    every_family, every_seed = families_and_seeds(cfg)
     return [
         "-m",
-        f"model={','.join(families)}",
-        f"seed={','.join(map(str, seeds))}",
+        f"model={','.join(families or every_family)}",
+        f"seed={','.join(map(str, seeds or every_seed))}",
+        *run_settings(cfg, out),
+    ]
+
+
+def budget_seconds(cfg: DictConfig) -> list[float]:
+    """``budgets=[1,2,4,8]`` (minutes of the training clock) as training seconds, increasing; [] without."""
+    budgets = cfg.get("budgets")
+    if not budgets:
+        return []
+    try:
+        minutes = [float(b) for b in budgets]
+    except (TypeError, ValueError):
+        minutes = []
+    if not minutes or min(minutes) <= 0 or len(set(minutes)) != len(minutes):
+        raise ConfigError(
+            f"budgets={budgets}: give distinct positive minutes of the training clock",
+            keys=("budgets",),
+            fix="budgets=[1,2,4,8] (fractions allowed: budgets=[0.25,0.5])",
+        )
+    return sorted(60 * m for m in minutes)
+
+
+def run_settings(cfg: DictConfig, out: Path) -> list[str]:
+    """Every override of the runs except the family and the seed: what makes two runs comparable. With
+    ``budgets=``, one run per family and seed to the largest budget (its ``trainer.max_time``), evaluated and
+    saved at every point (`gensuite.callbacks.evaluation.BudgetPoints`)."""
+    points = budget_seconds(cfg)
+    budget = hms(points[-1]) if points else cfg.max_time
+    with_points = [
+        "+callbacks.budget_points._target_=gensuite.callbacks.evaluation.BudgetPoints",
+        "+callbacks.budget_points.seconds=[" + ",".join(f"{p:g}" for p in points) + "]",
+        "+callbacks.budget_points.output_dir=${paths.output_dir}",
+    ]
+    return [
         f"data={cfg.data}",
         f"hydra.sweep.dir={out / 'runs'}",
+        # a folder named by family and seed, not by job number: a resumed comparison finds each run where it was
+        "hydra.sweep.subdir=${hydra:runtime.choices.model}-seed${seed}",
+        # a run killed midway goes on from its own newest checkpoint; a fresh one finds none (log_dir is out, whose
+        # runs/<run_name>/ holds nothing: no other run's checkpoint is picked up)
+        "auto_resume=true",
+        f"paths.log_dir={out}",
         # the equal budget is wall-clock time: no epoch or step limit may stop a family first
-        f"trainer.max_time={cfg.max_time}",
+        f"trainer.max_time={budget}",
+        *(with_points if points else []),
         "trainer.max_epochs=-1",
         "trainer.max_steps=-1",
         f"callbacks.evaluation.every_n_seconds={cfg.eval_every_n_seconds}",
@@ -58,17 +121,59 @@ def _features(features) -> str:
     return "[" + ",".join(map(str, features)) + "]"
 
 
+def check_settings(out: Path, settings: list[str]) -> None:
+    """Record the runs' settings in ``<out>/compare.json``, or refuse a rerun on ``out`` with other settings."""
+    from gensuite.safe_files import write_text_atomic
+
+    record = out / RECORD
+    if record.is_file():
+        before = json.loads(record.read_text()).get("settings", [])
+        if before != settings:
+            changed = sorted(set(before) ^ set(settings))
+            raise ConfigError(
+                f"out={out} holds a comparison run with other settings ({', '.join(changed[:4])}); its finished "
+                "runs would not be comparable with new ones",
+                keys=("out",),
+                fix="continue it with the settings it was started with (see its compare.json), or give a new out=",
+            )
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(record, json.dumps({"settings": settings}, indent=2) + "\n", "out")
+
+
+def remaining(cfg: DictConfig, out: Path) -> dict[tuple[int, ...], list[str]]:
+    """The runs still to make, as multiruns: seeds -> the families that lack exactly those seeds (one multirun
+    while nothing has finished)."""
+    families, seeds = families_and_seeds(cfg)
+    todo: dict[tuple[int, ...], list[str]] = {}
+    for family in families:
+        missing = tuple(s for s in seeds if not (run_folder(out, family, s) / "metrics.json").is_file())
+        if missing:
+            todo.setdefault(missing, []).append(family)
+    return todo
+
+
 def run_families(cfg: DictConfig, out: Path) -> tuple[Path, str]:
-    """Train every family (x seeds) as one Hydra multirun of train.py into ``out/runs``."""
-    args = train_args(cfg, out)
-    command = "python -m gensuite train " + " ".join(args)
-    print(f"[gensuite] compare: {command}", flush=True)
-    proc = subprocess.run([sys.executable, "-m", "gensuite", "train", *args])
-    if proc.returncode != 0:
-        raise DataError(
-            f"the comparison runs failed (exit {proc.returncode}); finished runs are in {out / 'runs'}",
-            fix=f"rerun the report on what finished: python compare.py runs={out / 'runs'}",
-        )
+    """Train every family (x seeds) as a Hydra multirun of train.py into ``out/runs``: the runs that have not
+    finished, each resumed from its checkpoint where it has one (see the module's docstring)."""
+    families, seeds = families_and_seeds(cfg)
+    check_settings(out, run_settings(cfg, out))
+    command = "python -m gensuite train " + " ".join(train_args(cfg, out))
+    todo = remaining(cfg, out)
+    done = len(families) * len(seeds) - sum(len(f) * len(s) for s, f in todo.items())
+    if done:
+        print(f"[gensuite] compare: {done} finished run(s) in {out / 'runs'} kept", flush=True)
+    for missing, group in todo.items():
+        args = train_args(cfg, out, group, list(missing))
+        print(f"[gensuite] compare: python -m gensuite train {' '.join(args)}", flush=True)
+        print(f"[gensuite] compare: interrupted? the same command with out={out} continues", flush=True)
+        proc = subprocess.run([sys.executable, "-m", "gensuite", "train", *args])
+        if proc.returncode != 0:
+            raise DataError(
+                f"the comparison runs failed (exit {proc.returncode}); finished runs are in {out / 'runs'}",
+                fix=f"continue: the same compare.py command with out={out}; or the report on what finished: "
+                f"python compare.py runs={out / 'runs'}",
+            )
     return out / "runs", command
 
 

@@ -14,8 +14,8 @@ from datetime import datetime
 from pathlib import Path
 
 from gensuite.compare import figures
-from gensuite.compare.claims import check_claims
-from gensuite.compare.columns import Column
+from gensuite.compare.claims import budget_label, check_claims, over_budgets, resolve_note
+from gensuite.compare.columns import Column, space_column
 from gensuite.compare.runs import Run
 from gensuite.compare.summary import Summary
 from gensuite.record import DATA_KEY, N_SAMPLES_KEY, PARTS_KEY, space_key
@@ -33,13 +33,54 @@ class Block:
 
 
 def cell(e, fmt: str) -> str:
-    """``mean ± half-width`` of the 95 % interval; ``± n/a`` with one seed; blank where no run has the number."""
+    """``mean [lo, hi]``, the 95 % interval over seeds; ``mean (one seed)``; blank where no run has the number."""
     if e is None:
         return ""
     if fmt == "params":  # the same in every seed: no interval to show
         return f"{e.mean / 1e6:.2f} M"
     spec = ".0f" if fmt == "int" else fmt
-    return f"{e.mean:{spec}} ± " + ("n/a" if e.half is None else f"{e.half:{spec}}")
+    if e.interval is None:
+        return f"{e.mean:{spec}} (one seed)"
+    return f"{e.mean:{spec}} [{e.interval[0]:{spec}}, {e.interval[1]:{spec}}]"
+
+
+INTERVALS = (
+    "Intervals are 95 % over seeds and stay inside each number's range: for a number that cannot be negative "
+    "(FID, times, bits/dim, speeds) a Student-t interval of its logarithm, mapped back; for a share in [0, 1] "
+    "(precision, recall, coverage, copy rate) the same on the logit scale; KID, whose unbiased estimate can go "
+    "below zero, a plain Student-t interval. The value shown is the plain mean of the seeds."
+)
+
+
+def reference_notes(s: Summary) -> list[str]:
+    """What the headline numbers are measured against: the held-out split, its size, and the floors."""
+    data = ", ".join(sorted({str(r.metrics.get(DATA_KEY, "?")) for r in s.runs}))
+    notes = " ".join(str(r.metrics.get("eval/notes", "")) for r in s.runs)
+    split = "val split (the data has no test split)" if "has no test split" in notes else "held-out test split"
+    seeds = {str((r.config.get("data") or {}).get("split_seed")) for r in s.runs} - {"None"}
+    fixed = f", fixed by data.split_seed={', '.join(sorted(seeds))}" if seeds else ""
+    size, n = s.first("eval/n_reference"), s.first(N_SAMPLES_KEY)
+    lines = [
+        f"Reference: the {split} of data={data}"
+        + (f", {size} images" if size else "")
+        + f"{fixed} — the same images for every family and seed; no model trains on them and no checkpoint is "
+        "chosen by them." + (f" Every model is scored on {n} samples (fixed seed) against it." if n else "")
+    ]
+    for space in s.spaces:
+        floors = []
+        for metric, variant, what in (("fid", "floor", "FID"), ("kid", "floor", "KID")):
+            value = s.first(space_key(metric, space, variant))
+            if isinstance(value, (int, float)):
+                floors.append(f"{what} {value:{space_column(metric, space).fmt}}")
+        train = s.first(space_key("fid", space, "train_floor"))
+        if floors:
+            lines.append(
+                f"Floors in `{space}` features (as many real training images as samples, against the same "
+                f"reference: what a perfect model scores): {', '.join(floors)}"
+                + (f"; train-referenced FID floor {train:.2f}" if isinstance(train, (int, float)) else "")
+                + "."
+            )
+    return lines
 
 
 def default_claims() -> dict:
@@ -60,11 +101,16 @@ def blocks(s: Summary, claims: dict, figs: dict[str, Path | None], command: str 
         for i, f in enumerate(claim.findings):
             rows.append([claim.family if i == 0 else "", claim.says if i == 0 else "", f.check, f.answer, f.evidence])
     out += [
+        Block("h2", "What is measured against what"),
+        Block("list", items=[*reference_notes(s), INTERVALS]),
         Block("h2", "Common wisdom, measured"),
         Block(
             "p",
-            f"Quality is FID in the `{s.headline}` feature space, speed the sampling time per image; ± is the 95 % "
-            "Student-t interval over seeds, differences carry Welch's 95 % interval.",
+            f"Quality is FID in the `{s.headline}` feature space, speed the sampling time per image. A check answers "
+            "yes or no only where Welch's 95 % interval of the difference behind it excludes zero (or the seeds do "
+            "not vary at all); otherwise it is undecided, with the seeds per family that would make a difference of "
+            "the size seen significant if the means and spreads stayed as seen (Student-t with Welch's degrees of "
+            "freedom).",
         ),
         Block("table", header=["family", "says", "check", "measured", "evidence"], rows=rows),
     ]
@@ -80,8 +126,8 @@ def blocks(s: Summary, claims: dict, figs: dict[str, Path | None], command: str 
         f"Data: {', '.join(data)}. Headline feature space: `{s.headline}`"
         + (f"; FID floor (real vs real, same N): {floor:.3f}" if floor is not None else "")
         + (f"; {n} samples per model, fixed seed." if n else "."),
-        "Mean ± half-width of the 95 % Student-t interval over seeds (± n/a: one seed); a blank cell means the "
-        "family has no such number (e.g. bits/dim for a GAN).",
+        "Mean over seeds [95 % interval] (see above); a blank cell means the family has no such number (e.g. "
+        "bits/dim for a GAN).",
         *([f"Parts: {parts}"] if parts else []),
     ]
     if command:
@@ -119,6 +165,8 @@ def blocks(s: Summary, claims: dict, figs: dict[str, Path | None], command: str 
             d = v.difference
             interval = "n/a" if d.interval is None else f"[{d.interval[0]:.3g}, {d.interval[1]:.3g}]"
             better = f" ({v.better} better)" if v.better else ""
+            if d.verdict == "not significant":
+                better = "; " + resolve_note(s.values(v.a, v.column.key), s.values(v.b, v.column.key))
             rows.append([v.column.header, f"{v.a} − {v.b}", f"{d.diff:.3g}", interval, d.verdict + better])
         out += [
             Block("h2", "Verdicts: every pair of families"),
@@ -129,6 +177,8 @@ def blocks(s: Summary, claims: dict, figs: dict[str, Path | None], command: str 
             ),
             Block("table", header=["metric", "families", "difference", "95 % interval", "verdict"], rows=rows),
         ]
+
+    out += curve_blocks(s, claims, figs.get("curves"))
 
     labels = {
         "samples": "Samples (one grid per family)",
@@ -151,6 +201,70 @@ def blocks(s: Summary, claims: dict, figs: dict[str, Path | None], command: str 
             ]
             if sw.plot:
                 out.append(Block("img", f"{family}: {sw.knob}", path=sw.plot))
+    return out
+
+
+def curve_blocks(s: Summary, claims: dict, figure: Path | None) -> list[Block]:
+    """The comparison at every budget point: the claims, each metric's curve with its band, where two families'
+    curves cross, and Welch's verdict at each point."""
+    budgets = s.budgets
+    if not budgets:
+        return []
+    heads = [budget_label(b) for b in budgets]
+    out = [
+        Block("h2", "Curves over the training clock"),
+        Block(
+            "p",
+            "Every run was evaluated at each budget point of its training clock (" + ", ".join(heads) + "; "
+            "training seconds only, the evaluation itself off the clock) with the same samples, reference and "
+            "feature spaces as its final evaluation, from the checkpoint saved there "
+            "(`checkpoints/budget_<seconds>s.ckpt`: `eval.py ckpt_path=<it>` reproduces the row). One run per "
+            "family and seed serves every point, trained to the largest budget: a learning-rate schedule that "
+            "follows the budget decays over the largest one, so a smaller point shows a run in the middle of its "
+            "schedule, not one tuned to end there.",
+        ),
+    ]
+    rows = []
+    for c in over_budgets(s, claims):
+        rows.append([c.family, c.says, c.check, c.sentence + (" (flips between budgets)" if c.flips else "")])
+    if rows:
+        out += [Block("p", "The common wisdom at every budget:"),
+                Block("table", header=["family", "says", "check", "over the budgets"], rows=rows)]  # fmt: skip
+    for column in s.curve_columns():
+        table = [[f] + [cell(e, column.fmt) for e in s.curve(f, column.key).values()] for f in s.families]
+        out += [Block("p", f"{column.header}: mean over seeds [95 % band]"),
+                Block("table", header=["family", *heads], rows=table)]  # fmt: skip
+    if figure is not None:
+        out.append(Block("img", "Curves over the training clock", path=figure))
+    rows = []
+    for column, a, b, x in s.crossings():
+        if x.at is None:
+            where = "no crossing within the budgets"
+        else:
+            where = f"{x.at:.0f} s" + (f" [{x.interval[0]:.0f}, {x.interval[1]:.0f}]" if x.interval else "")
+        rows.append([column.header, f"{a} − {b}", where, f"{x.share:.0%}"])
+    if rows:
+        out += [
+            Block(
+                "p",
+                "Where two families' mean curves first cross (training seconds, linear between budget points), "
+                "with the 95 % percentile interval over 2,000 bootstrap resamples of each family's seeds (none "
+                "with one seed a side, or when fewer than half the resamples cross); the last column is the share "
+                "of resamples that cross within the budgets.",
+            ),
+            Block("table", header=["metric", "families", "first crossing", "resamples crossing"], rows=rows),
+        ]
+    per_budget = s.budget_verdicts()
+    cells: dict[tuple[str, str], dict[float, str]] = {}
+    for budget, verdicts in per_budget.items():
+        for v in verdicts:
+            d = v.difference
+            text = f"{d.diff:.3g}: " + (f"{v.better} better" if v.better else d.verdict)
+            cells.setdefault((v.column.header, f"{v.a} − {v.b}"), {})[budget] = text
+    if cells:
+        rows = [[m, pair] + [by.get(b, "") for b in budgets] for (m, pair), by in cells.items()]
+        out += [Block("p", "Welch's verdict at every budget point (difference of the means, first minus second):"),
+                Block("table", header=["metric", "families", *heads], rows=rows)]  # fmt: skip
     return out
 
 
@@ -212,7 +326,7 @@ white-space:nowrap}}img{{max-width:100%}}</style></head>
 
 
 def write_csv(s: Summary, cols: list[Column], path: Path) -> Path:
-    """One row per family: the mean, the standard deviation and the 95 % half-width of every column."""
+    """One row per family: the mean, the standard deviation and the ends of the 95 % interval of every column."""
 
     def num(x: float | None) -> str:
         return "" if x is None else f"{x:.6g}"
@@ -220,14 +334,15 @@ def write_csv(s: Summary, cols: list[Column], path: Path) -> Path:
     table = io.StringIO(newline="")
     writer = csv.writer(table)
     heads = [c.header for c in cols]
-    writer.writerow(["family", "runs", "parts", *heads, *(f"{h} std" for h in heads), *(f"{h} ci95" for h in heads)])
+    ends = [f"{h} ci95 {end}" for h in heads for end in ("lo", "hi")]
+    writer.writerow(["family", "runs", "parts", *heads, *(f"{h} std" for h in heads), *ends])
     for family, group in s.groups.items():
         ests = [s.estimate(family, c.key) for c in cols]
         writer.writerow(
             [family, len(group), group[0].metrics.get(PARTS_KEY, "")]
             + [num(e and e.mean) for e in ests]
             + [num(e and e.std) for e in ests]
-            + [num(e and e.half) for e in ests]
+            + [num(e.interval[i] if e and e.interval else None) for e in ests for i in (0, 1)]
         )
     return write_text_atomic(path, table.getvalue(), "out")
 
@@ -251,6 +366,7 @@ def build_report(
         "fid_vs_time": figures.plot_fid_vs_time(s, out),
         "throughput": figures.plot_throughput(s, out),
         "pareto": figures.plot_pareto(s, out),
+        "curves": figures.plot_curves(s, out),
     }
     body = blocks(s, default_claims() if claims is None else claims, figs, command)
     subtitle = f"{datetime.now():%Y-%m-%d %H:%M}, {len(runs)} runs of {len(s.groups)} families"

@@ -1,5 +1,6 @@
 """Reading finished runs: each run folder's ``metrics.json``, its composed config, its FID-against-time curve (from
-the TensorBoard events) and any trade-off curve ``eval.py sweep=...`` wrote beside it (``sweep-<knob>/sweep.csv``)."""
+the TensorBoard events), its budget points (``budget_points/budget_<s>s.json``, the full evaluation at each point
+of ``budgets=``) and any trade-off curve ``eval.py sweep=...`` wrote beside it (``sweep-<knob>/sweep.csv``)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,13 @@ class Run:
     metrics: dict[str, Any]
     config: dict[str, Any] = field(default_factory=dict)
     curve: list[tuple[float, float]] = field(default_factory=list)  # (training seconds, FID) during training
+    budgets: dict[float, dict[str, Any]] = field(default_factory=dict)  # budget seconds -> the metrics there
+
+    def at(self, seconds: float) -> Run:
+        """This run as it stood at the budget point ``seconds``: its metrics there, with the run's own keys
+        (family, data, seed) from ``metrics.json``."""
+        own = {k: v for k, v in self.metrics.items() if k.startswith("run/")}
+        return Run(self.path, {**own, **self.budgets[seconds]}, self.config)
 
     @property
     def family(self) -> str:
@@ -72,13 +80,24 @@ def read_runs(folder: Path) -> list[Run]:
         cfg_file = path / ".hydra" / "config.yaml"
         config = OmegaConf.to_container(OmegaConf.load(cfg_file), resolve=False) if cfg_file.is_file() else {}
         metrics = read_record(metrics_file)
-        runs.append(Run(path, metrics, config, fid_curve(path, spaces_of([metrics])[0])))
+        runs.append(Run(path, metrics, config, fid_curve(path, spaces_of([metrics])[0]), read_budgets(path)))
     if not runs:
         raise DataError(
             f"runs={folder}: no finished run (no metrics.json) under it",
             fix="point runs= at a comparison's runs folder (logs/compare/<time>/runs) or leave it out to train",
         )
     return runs
+
+
+def read_budgets(path: Path) -> dict[float, dict[str, Any]]:
+    """The metrics at each budget point of a run, by budget seconds (`gensuite.callbacks.evaluation.BudgetPoints`)."""
+    from gensuite.record import BUDGET_DIR, BUDGET_SECONDS_KEY
+
+    out = {}
+    for f in sorted((path / BUDGET_DIR).glob("budget_*s.json")):
+        metrics = read_record(f)
+        out[float(metrics[BUDGET_SECONDS_KEY])] = metrics
+    return dict(sorted(out.items()))
 
 
 def fid_curve(path: Path, space: str) -> list[tuple[float, float]]:

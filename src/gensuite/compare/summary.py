@@ -1,5 +1,7 @@
 """The runs summed up per family: the per-seed values of every number, their means and intervals, the ranking in
-each feature space and whether the spaces agree, the pairwise verdicts, and quality against sampling time."""
+each feature space and whether the spaces agree, the pairwise verdicts, quality against sampling time, and — where
+the runs have budget points — the same at every point of the training clock, with where two families' curves
+cross."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from itertools import combinations
 from typing import Any
 
 from gensuite.compare import stats
-from gensuite.compare.columns import SAMPLING, Column, columns, fid, spaces_of, verdict_columns
+from gensuite.compare.columns import SAMPLING, Column, bounds, columns, fid, spaces_of, verdict_columns
 from gensuite.compare.runs import Run, by_family
 
 
@@ -64,7 +66,8 @@ class Summary:
         return [v for v in found if v is not None]
 
     def estimate(self, family: str, key: str) -> stats.Estimate | None:
-        return stats.estimate(self.values(family, key))
+        """Mean and 95 % interval over seeds, inside the range of ``key`` (`columns.bounds`)."""
+        return stats.estimate(self.values(family, key), *bounds(key))
 
     def first(self, key: str) -> Any:
         """The first run's value of a key every run shares (the data, the number of samples, a floor)."""
@@ -73,7 +76,7 @@ class Summary:
     # -- quality against speed -----------------------------------------------------------------------------
     def seconds_per_image(self, family: str) -> stats.Estimate | None:
         """Sampling seconds per image over seeds (the inverse of each run's images/s)."""
-        return stats.estimate([1 / v for v in self.values(family, SAMPLING.key) if v > 0])
+        return stats.estimate([1 / v for v in self.values(family, SAMPLING.key) if v > 0], lower=0.0)
 
     def pareto(self) -> tuple[dict[str, tuple[stats.Estimate, stats.Estimate]], list[str]]:
         """Per family (seconds per image, headline FID) and the families on the Pareto front."""
@@ -111,3 +114,44 @@ class Summary:
                 if va and vb:
                     out.append(Verdict(column, a, b, stats.welch(va, vb)))
         return out
+
+    # -- curves over the training clock (budget points) --------------------------------------------------------
+    @property
+    def budgets(self) -> list[float]:
+        """The budget points (training seconds) every run of the comparison was evaluated at."""
+        sets = [set(r.budgets) for r in self.runs]
+        return sorted(set.intersection(*sets)) if sets else []
+
+    def at(self, seconds: float) -> Summary:
+        """The comparison as it stood at the budget point ``seconds``."""
+        return Summary([r.at(seconds) for r in self.runs])
+
+    def curve_columns(self) -> list[Column]:
+        """The headline metrics some run has at every budget point."""
+        if not self.budgets:
+            return []
+        first = self.at(self.budgets[0])
+        return [c for c in verdict_columns(self.headline) if any(c.key in r.metrics for r in first.runs)]
+
+    def curve(self, family: str, key: str) -> dict[float, stats.Estimate | None]:
+        """Mean and 95 % band over seeds of ``key`` at every budget point."""
+        return {b: self.at(b).estimate(family, key) for b in self.budgets}
+
+    def per_seed(self, family: str, key: str) -> list[list[float]]:
+        """One curve per seed (the seeds that have ``key`` at every budget point)."""
+        rows = [[_number(r.budgets[b].get(key)) for b in self.budgets] for r in self.groups.get(family, [])]
+        return [row for row in rows if all(v is not None for v in row)]
+
+    def crossings(self) -> list[tuple[Column, str, str, stats.Crossing]]:
+        """For every headline metric and pair of families: where their mean curves first cross."""
+        out = []
+        for column in self.curve_columns():
+            for a, b in combinations(self.families, 2):
+                ca, cb = self.per_seed(a, column.key), self.per_seed(b, column.key)
+                if ca and cb:
+                    out.append((column, a, b, stats.crossing(self.budgets, ca, cb)))
+        return out
+
+    def budget_verdicts(self) -> dict[float, list[Verdict]]:
+        """The pairwise verdicts (Welch) at every budget point."""
+        return {b: self.at(b).verdicts() for b in self.budgets}
