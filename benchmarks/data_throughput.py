@@ -29,7 +29,7 @@ from lightning.pytorch.profilers import SimpleProfiler
 from PIL import Image
 
 from benchmarks.common import compose_cfg, machine, table
-from gensuite.config import instantiate_checked
+from gensuite.cli.config import instantiate_checked
 
 STEPS = 30
 PHOTOS = Path("/tmp/gensuite-bench-photos64")  # 10,000 PNGs, 64x64 RGB, in one sub-folder (torchvision's layout)

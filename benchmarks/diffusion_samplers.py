@@ -22,9 +22,9 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import machine, table
-from gensuite.checkpoint import load_model
-from gensuite.config import instantiate_checked
+from gensuite.cli.config import instantiate_checked
 from gensuite.diffusion.samplers import DDIM, DDPM, DPMSolver, DPMSolverSDE
+from gensuite.runs.checkpoint import load_model
 
 COLUMNS = ["sampler", "steps", "NFE", "fid", "kid", "precision", "recall", "coverage", "images/s", "seconds"]
 

@@ -28,7 +28,7 @@ import lightning as L
 import torch
 
 from benchmarks.common import compose_cfg, machine, table
-from gensuite.config import instantiate_checked
+from gensuite.cli.config import instantiate_checked
 from gensuite.train import build_callbacks
 
 

@@ -20,10 +20,10 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import machine, table
-from gensuite.checkpoint import load_model
-from gensuite.config import instantiate_checked
+from gensuite.cli.config import instantiate_checked
 from gensuite.diffusion.samplers import DDIM, DPMSolverSDE
 from gensuite.flow.samplers import Euler, Heun, Midpoint
+from gensuite.runs.checkpoint import load_model
 
 COLUMNS = ["model", "sampler", "steps", "NFE", "fid", "kid", "precision", "recall", "coverage", "images/s"]
 FLOW = {"euler": Euler, "heun": Heun, "midpoint": Midpoint}

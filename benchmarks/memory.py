@@ -10,7 +10,7 @@ minus the baseline measured after the imports (torch, Lightning, the suite), i.e
 optimiser state and the steps' activations added; and on a GPU the peak of ``torch.cuda.max_memory_allocated``
 over the steps (the tensors PyTorch allocated, not the allocator's cache). The evaluation, checkpoints and
 progress bar are off: this is the memory of training alone. A batch that does not fit ends a real run with the
-largest batch that does (`gensuite.memory`).
+largest batch that does (`gensuite.cli.memory`).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def measure(family: str, steps: int, overrides: list[str]) -> dict:
     import torch  # the imports a training run makes, before the baseline
 
     from benchmarks.common import compose_cfg
-    from gensuite.config import instantiate_checked
+    from gensuite.cli.config import instantiate_checked
     from gensuite.train import build_callbacks
 
     baseline = peak_rss_mib()

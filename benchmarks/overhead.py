@@ -17,8 +17,8 @@ import lightning as L
 import torch
 
 from benchmarks.common import compose_cfg, machine, table
-from gensuite.config import instantiate_checked
-from gensuite.loggers import build_loggers
+from gensuite.cli.config import instantiate_checked
+from gensuite.cli.loggers import build_loggers
 from gensuite.train import build_callbacks
 
 STEPS, WARMUP = 60, 10

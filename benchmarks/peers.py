@@ -56,7 +56,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmarks.common import machine, table
-from gensuite import samples_io
+from gensuite.runs import sample_files as samples_io
 
 ROOT = Path(__file__).resolve().parents[1]
 BUDGET_MINUTES = {"vae": 10.0, "gan": 10.0, "diffusion": 20.0, "text": 10.0}
@@ -101,7 +101,7 @@ def train_images() -> torch.Tensor:
     """The train split of ``data=mnist5k`` as float ``(N, 1, 28, 28)`` in [0, 1], built from the config ``train.py``
     composes (the same split, whatever the seed)."""
     from benchmarks.common import compose_cfg
-    from gensuite.config import instantiate_checked
+    from gensuite.cli.config import instantiate_checked
 
     datamodule = instantiate_checked(compose_cfg(["data=mnist5k"]), "data")
     images, _ = datamodule.real_images("train")
@@ -428,7 +428,7 @@ def suite_images(family: str, seconds: float, n: int, out: Path) -> dict:
 
 
 def suite_text(train: bytes, held_out: bytes, seconds: float, out: Path) -> dict:
-    from gensuite.checkpoint import load_model
+    from gensuite.runs.checkpoint import load_model
 
     path = out / "pydoc-train90.txt"
     path.write_bytes(train)

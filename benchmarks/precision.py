@@ -13,7 +13,7 @@ import sys
 
 from benchmarks.common import compose_cfg, machine, table
 from benchmarks.overhead import suite_steps_per_s
-from gensuite.precision import bf16_is_native, fast_precision
+from gensuite.cli.precision import bf16_is_native, fast_precision
 
 FAMILIES = (("model=gan",), ("model=transformer", "data=pydoc"))
 STEPS, WARMUP, ROUNDS = 12, 4, 2

@@ -18,7 +18,7 @@ import torch
 
 from benchmarks.common import compose_cfg, machine, table
 from gensuite import registry
-from gensuite.config import instantiate_checked
+from gensuite.cli.config import instantiate_checked
 from gensuite.diffusion.samplers import DDIM, DDPM, DPMSolver, DPMSolverSDE
 
 FAMILIES = registry.names(from_nothing=True)

@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.ckpt:
-        from gensuite.checkpoint import load_model
+        from gensuite.runs.checkpoint import load_model
 
         model, _ = load_model(args.ckpt, expect_family="transformer")
         configured = model.net

@@ -15,7 +15,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-from gensuite.launch import register_resolvers
+from gensuite.cli.hydra_hooks import register_resolvers
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = str(ROOT / "conf")

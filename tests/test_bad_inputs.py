@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from gensuite.command_line import warn_cpu_oversubscription
+from gensuite.cli.command_line import warn_cpu_oversubscription
 from gensuite.data.image_folder import ImageFolder, _LazyImages
 from gensuite.errors import DataError
 from gensuite.train import train

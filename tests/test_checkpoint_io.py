@@ -9,9 +9,9 @@ import time
 import pytest
 import torch
 
-from gensuite.checkpoint import find_last_checkpoint
-from gensuite.checkpoint_io import TMP_SUFFIX, AtomicCheckpointIO, atomic_save, remove_stale_temporaries
 from gensuite.errors import CheckpointError
+from gensuite.runs.checkpoint_file import find_last_checkpoint
+from gensuite.runs.checkpoint_io import TMP_SUFFIX, AtomicCheckpointIO, atomic_save, remove_stale_temporaries
 
 
 def _ckpt(step: int) -> dict:

@@ -9,7 +9,7 @@ import re
 import pytest
 
 from gensuite import registry
-from gensuite.compare import build_report, read_runs
+from gensuite.compare import build_report, read_runs, runner
 from gensuite.errors import DataError
 from gensuite.train import train
 
@@ -102,7 +102,6 @@ def test_the_runs_compare_launches_compose_with_a_time_based_validation(monkeypa
     from omegaconf import OmegaConf
 
     from gensuite import compare
-    from gensuite.compare import launch
 
     seen = {}
 
@@ -111,7 +110,7 @@ def test_the_runs_compare_launches_compose_with_a_time_based_validation(monkeypa
         seen["args"] = cmd[4:]
         return subprocess.CompletedProcess(cmd, 0)
 
-    monkeypatch.setattr(launch.subprocess, "run", fake_run)
+    monkeypatch.setattr(runner.subprocess, "run", fake_run)
     monkeypatch.delenv("GENSUITE_CACHE_DIR", raising=False)
     cfg = OmegaConf.create(
         {"families": ["vae", "diffusion"], "seeds": 1, "data": "mnist5k", "max_time": "00:00:06:00",

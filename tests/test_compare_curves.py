@@ -9,7 +9,7 @@ import subprocess
 import pytest
 from omegaconf import OmegaConf
 
-from gensuite.compare import launch
+from gensuite.compare import runner
 from gensuite.errors import ConfigError, DataError
 
 
@@ -27,34 +27,34 @@ def test_an_interrupted_comparison_reuses_finished_runs_and_resumes_the_rest(tmp
         calls.append(cmd[3:])
         if len(calls) == 1:
             for seed in (1, 2):
-                (launch.run_folder(tmp_path, "vae", seed)).mkdir(parents=True)
-                (launch.run_folder(tmp_path, "vae", seed) / "metrics.json").write_text("{}")
-            (launch.run_folder(tmp_path, "gan", 1) / "checkpoints").mkdir(parents=True)
-            (launch.run_folder(tmp_path, "gan", 1) / "checkpoints" / "last.ckpt").write_bytes(b"")
+                (runner.run_folder(tmp_path, "vae", seed)).mkdir(parents=True)
+                (runner.run_folder(tmp_path, "vae", seed) / "metrics.json").write_text("{}")
+            (runner.run_folder(tmp_path, "gan", 1) / "checkpoints").mkdir(parents=True)
+            (runner.run_folder(tmp_path, "gan", 1) / "checkpoints" / "last.ckpt").write_bytes(b"")
             return subprocess.CompletedProcess(cmd, -9)
         return subprocess.CompletedProcess(cmd, 0)
 
-    monkeypatch.setattr(launch.subprocess, "run", killed_midway)
+    monkeypatch.setattr(runner.subprocess, "run", killed_midway)
     cfg = compare_cfg()
     with pytest.raises(DataError, match=f"with out={tmp_path}"):
-        launch.run_families(cfg, tmp_path)
+        runner.run_families(cfg, tmp_path)
     first = calls[0]
     assert "model=vae,gan" in first and "seed=1,2" in first and "auto_resume=true" in first
     assert "hydra.sweep.subdir=${hydra:runtime.choices.model}-seed${seed}" in first  # one stable folder per run
     assert f"paths.log_dir={tmp_path}" in first  # auto_resume never reaches another run's checkpoint
     # run again on the same out: only gan is launched, both its seeds, and seed 1 resumes from its checkpoint
-    folder, command = launch.run_families(cfg, tmp_path)
+    folder, command = runner.run_families(cfg, tmp_path)
     assert len(calls) == 2 and "model=gan" in calls[1] and "seed=1,2" in calls[1] and "auto_resume=true" in calls[1]
     assert folder == tmp_path / "runs" and "model=vae,gan seed=1,2" in command  # the report's command: the whole
     for seed in (1, 2):  # the second multirun finished gan
-        (launch.run_folder(tmp_path, "gan", seed) / "metrics.json").parent.mkdir(parents=True, exist_ok=True)
-        (launch.run_folder(tmp_path, "gan", seed) / "metrics.json").write_text("{}")
+        (runner.run_folder(tmp_path, "gan", seed) / "metrics.json").parent.mkdir(parents=True, exist_ok=True)
+        (runner.run_folder(tmp_path, "gan", seed) / "metrics.json").write_text("{}")
     # one more seed later: only the third seed of each family
-    launch.run_families(compare_cfg(seeds=3), tmp_path)
+    runner.run_families(compare_cfg(seeds=3), tmp_path)
     assert "model=vae,gan" in calls[2] and "seed=3" in calls[2]
     # other settings on the same out: refused, its runs would not be comparable
     with pytest.raises(ConfigError, match="other settings.*max_time=00:00:01:00"):
-        launch.run_families(compare_cfg(max_time="00:00:01:00"), tmp_path)
+        runner.run_families(compare_cfg(max_time="00:00:01:00"), tmp_path)
     assert json.loads((tmp_path / "compare.json").read_text())["settings"][0] == "data=mnist5k"
 
 
@@ -64,7 +64,7 @@ def test_the_run_folders_are_named_by_family_and_seed(tmp_path):
 
     from gensuite import config_dir
 
-    args = [a for a in launch.train_args(compare_cfg(), tmp_path) if a != "-m" and not a.startswith("hydra.")]
+    args = [a for a in runner.train_args(compare_cfg(), tmp_path) if a != "-m" and not a.startswith("hydra.")]
     args = [a.split(",")[0] for a in args]  # one job of the sweep
     with initialize_config_dir(str(config_dir()), version_base="1.3"):
         cfg = compose("train", [*args, "hydra.sweep.subdir=${hydra:runtime.choices.model}-seed${seed}"],
@@ -123,8 +123,8 @@ def test_budget_points_are_made_on_the_clock_off_the_clock_and_reproduce(tmp_pat
 
 
 def test_budgets_set_the_clock_and_the_points(tmp_path):
-    args = launch.train_args(compare_cfg(budgets=[0.25, 0.5]), tmp_path)
+    args = runner.train_args(compare_cfg(budgets=[0.25, 0.5]), tmp_path)
     assert "trainer.max_time=00:00:00:30" in args  # the largest budget
     assert "+callbacks.budget_points.seconds=[15,30]" in args
     with pytest.raises(ConfigError, match="budgets"):
-        launch.train_args(compare_cfg(budgets=[0, 1]), tmp_path)
+        runner.train_args(compare_cfg(budgets=[0, 1]), tmp_path)

@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from scipy import stats as sps
 
 from gensuite import config_dir, registry
-from gensuite.compare import Run, build_report, launch, stats
+from gensuite.compare import Run, build_report, runner, stats
 from gensuite.compare.claims import NOT_MEASURED, UNDECIDED, across, check_claims, over_budgets
 from gensuite.compare.columns import columns, known_families
 from gensuite.compare.summary import Summary
@@ -265,16 +265,16 @@ def test_curves_run_eval_sweeps_once_per_family(tmp_path, monkeypatch):
     (runs[0].path / "sweep-sampling.temperature").mkdir()  # made before: reused
     (runs[0].path / "sweep-sampling.temperature" / "sweep.csv").write_text("sampling.temperature,fid\n1,2\n")
     calls = []
-    monkeypatch.setattr(launch.subprocess, "run", lambda cmd: calls.append(cmd) or subprocess.CompletedProcess(cmd, 0))
+    monkeypatch.setattr(runner.subprocess, "run", lambda cmd: calls.append(cmd) or subprocess.CompletedProcess(cmd, 0))
     args = OmegaConf.to_container(OmegaConf.load(config_dir() / "compare.yaml").curve_args)
-    notes = launch.run_curves(runs, {**args, "vae": args["vae"]})
+    notes = runner.run_curves(runs, {**args, "vae": args["vae"]})
     assert notes == [] and len(calls) == 1  # gan once (its first seed); vae's curve exists
     assert calls[0][1:4] == ["-m", "gensuite", "eval"]
     assert calls[0][4:] == [
         f"ckpt_path={runs[1].path / 'checkpoints' / 'last.ckpt'}",
         "sweep=sampling.truncation=0.5,1,2",
     ]
-    assert launch.run_curves(runs, {"vae": args["vae"]}) == ["gan: no curve_args.gan, no curve"]
+    assert runner.run_curves(runs, {"vae": args["vae"]}) == ["gan: no curve_args.gan, no curve"]
 
 
 def test_a_family_level_with_the_others_is_neither_sharp_nor_weak():

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gensuite.config import instantiate_checked
+from gensuite.cli.config import instantiate_checked
 from gensuite.errors import ConfigError
 from gensuite.eval import evaluate
 from gensuite.families import conditioning

@@ -19,10 +19,10 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from gensuite import registry
-from gensuite.checkpoint import _renamed_targets, build_model, load_frozen
 from gensuite.contracts import DataInfo, rank_slice, to_signed, to_unit
 from gensuite.errors import CheckpointError, ConfigError
 from gensuite.families.base import FamilyProtocolError, GenerativeModule, check_protocol
+from gensuite.runs.checkpoint import _renamed_targets, build_model, load_frozen
 
 from .conftest import CONF, compose_cfg
 
@@ -108,7 +108,7 @@ def test_a_broken_family_is_refused_with_what_it_lacks():
 
 
 def test_data_modules_declare_what_they_are(make_cfg, tmp_path):
-    from gensuite.config import instantiate_checked
+    from gensuite.cli.config import instantiate_checked
 
     digits = instantiate_checked(make_cfg(["data=digits"]), "data").info()
     assert digits == DataInfo(
@@ -125,7 +125,7 @@ def test_data_modules_declare_what_they_are(make_cfg, tmp_path):
 def test_an_unlabelled_folder_declares_no_classes(tmp_path, make_cfg):
     from PIL import Image
 
-    from gensuite.config import instantiate_checked
+    from gensuite.cli.config import instantiate_checked
 
     folder = tmp_path / "flat"
     folder.mkdir()
@@ -218,10 +218,10 @@ def test_frozen_models_load_in_one_place_with_the_setting_named(tmp_path):
     # no part imports a family: the tokenizers module reaches no checkpoint loading
     source = ast.parse((Path(CONF).parent / "src" / "gensuite" / "nets" / "tokenizers.py").read_text())
     imported = {n.module for n in ast.walk(source) if isinstance(n, ast.ImportFrom)}
-    assert not {m for m in imported if m and m.startswith(("gensuite.checkpoint", "gensuite.families"))}
+    assert not {m for m in imported if m and m.startswith(("gensuite.runs.checkpoint", "gensuite.families"))}
 
 
 def test_checkpoints_of_older_versions_name_the_current_builder():
     old = {"model": {"tokenizer": {"_target_": "gensuite.nets.tokenizers.VQTokenizer", "path": "x.ckpt"}}}
-    assert _renamed_targets(old)["model"]["tokenizer"] == {"_target_": "gensuite.checkpoint.vq_tokenizer",
+    assert _renamed_targets(old)["model"]["tokenizer"] == {"_target_": "gensuite.runs.checkpoint.vq_tokenizer",
                                                            "path": "x.ckpt"}  # fmt: skip

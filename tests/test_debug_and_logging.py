@@ -12,9 +12,9 @@ import pytest
 from lightning.pytorch.profilers import SimpleProfiler
 
 from gensuite import registry
-from gensuite.command_line import check_command_line
+from gensuite.cli.command_line import check_command_line
+from gensuite.cli.loggers import CSVLogger
 from gensuite.errors import ConfigError
-from gensuite.loggers import CSVLogger
 from gensuite.train import train
 
 from .conftest import CONF, compose_cfg, run_entry

@@ -13,8 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
-from gensuite.checkpoint import load_model
-from gensuite.config import instantiate_checked
+from gensuite.cli.config import instantiate_checked
+from gensuite.cli.sampling import apply_sampler
 from gensuite.diffusion.likelihood import discretized_gaussian_log_likelihood, normal_kl, variational_bound
 from gensuite.diffusion.samplers import DDIM, DDPM, DPMSolver, DPMSolverSDE
 from gensuite.diffusion.schedules import CosineSchedule, LinearSchedule, NoiseSchedule
@@ -23,7 +23,7 @@ from gensuite.families.diffusion import Diffusion
 from gensuite.families.options import Guidance
 from gensuite.nets.mlp_denoiser import MLPDenoiser
 from gensuite.nets.unet import UNet
-from gensuite.sampling_cli import apply_sampler
+from gensuite.runs.checkpoint import load_model
 from gensuite.train import train
 
 from .conftest import TINY, compose_cfg, run_entry

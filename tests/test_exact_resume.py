@@ -233,7 +233,7 @@ def test_lightning_uses_the_resumable_loader_as_given(make_cfg):
     DistributedSampler, is not replaced by Lightning's own distributed sampler under DDP."""
     from lightning.fabric.utilities.types import _Stateful  # the protocol Lightning checks (isinstance)
 
-    from gensuite.config import instantiate_checked
+    from gensuite.cli.config import instantiate_checked
 
     dm = instantiate_checked(make_cfg(FAMILIES["vae"]), "data")
     loader = dm.train_dataloader()

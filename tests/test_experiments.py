@@ -19,7 +19,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
-from gensuite.config import instantiate_checked
+from gensuite.cli.config import instantiate_checked
 from gensuite.errors import ConfigError
 from gensuite.train import train
 

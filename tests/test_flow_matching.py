@@ -15,7 +15,7 @@ import math
 import pytest
 import torch
 
-from gensuite.config import instantiate_checked
+from gensuite.cli.config import instantiate_checked
 from gensuite.diffusion.samplers import DDIM
 from gensuite.errors import ConfigError
 from gensuite.eval import evaluate

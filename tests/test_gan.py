@@ -12,7 +12,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from gensuite.callbacks.ema import EMA
-from gensuite.config import instantiate_checked
+from gensuite.cli.config import instantiate_checked
 from gensuite.errors import ConfigError
 from gensuite.families.conditioning import check_data_labels
 from gensuite.families.gan_losses import Hinge, NonSaturating, WassersteinGP
@@ -242,7 +242,7 @@ def test_gradient_clipping_per_network(make_cfg, monkeypatch):
 
 
 def test_ema_weights_differ_from_raw_and_are_the_ones_sampled(make_cfg, tmp_path):
-    from gensuite.checkpoint import load_model
+    from gensuite.runs.checkpoint import load_model
     from gensuite.train import train
 
     cfg = make_cfg(

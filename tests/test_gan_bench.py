@@ -2,7 +2,7 @@
 
 from benchmarks import gan_variants
 from benchmarks.peers import DCDiscriminator, DCGenerator, n_params
-from gensuite.config import instantiate_checked
+from gensuite.cli.config import instantiate_checked
 
 
 def test_network_times_names_each_network_of_both_sides_with_its_size():

@@ -229,7 +229,7 @@ def _rezip(src: Path, dst: Path, compression: int, extra: dict[str, bytes] | Non
 
 def _latent_config(trained: Path, target: Path) -> dict:
     """A resolved latent_diffusion model section whose autoencoder is ``target``."""
-    from gensuite.config import to_plain
+    from gensuite.cli.config import to_plain
 
     from .conftest import compose_cfg
 

@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gensuite import samples_io
 from gensuite.data.files import read_image
 from gensuite.data.limits import MAX_COMPRESSION_RATIO, MAX_FILES, MAX_IMAGE_PIXELS, MAX_SAMPLE_BYTES
 from gensuite.errors import ConfigError, DataError
+from gensuite.runs import sample_files as samples_io
 
 from .conftest import run_entry
 

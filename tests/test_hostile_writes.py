@@ -16,9 +16,9 @@ import pytest
 import torch
 
 from gensuite import safe_files
-from gensuite.checkpoint_io import TMP_SUFFIX, atomic_save
 from gensuite.errors import ConfigError
-from gensuite.run_lock import LOCK_NAME, hold_run_folder, release_all
+from gensuite.runs.checkpoint_io import TMP_SUFFIX, atomic_save
+from gensuite.runs.lock import LOCK_NAME, hold_run_folder, release_all
 from gensuite.safe_files import (
     RUN_FOLDER_NAMES,
     atomic_writer,

@@ -10,8 +10,8 @@ import pytest
 from hydra.core.global_hydra import GlobalHydra
 
 from gensuite import registry
-from gensuite.command_line import _first_value, check_command_line
-from gensuite.config import instantiate_checked
+from gensuite.cli.command_line import _first_value, check_command_line
+from gensuite.cli.config import instantiate_checked
 from gensuite.errors import ConfigError
 
 from .conftest import CONF, ROOT, compose_cfg

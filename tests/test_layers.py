@@ -12,14 +12,12 @@ below ``gensuite`` or a package above it; a module may import its own layer and 
 layer  name          modules
 =====  ============  ==========================================================================================
 0      foundation    the package root (``config_dir``), errors, contracts, record (the run record, torch-free),
-                     safe_files, lightning_compat, processes, trust (the allowlist of stored targets, which
-                     ``processes`` reads the suite's configs through), image_grid
-1      parts         nets, diffusion, flow, data, schedules
-2      models        families
+                     registry (the families of ``conf/model``), safe_files, lightning_compat, hydra_compat
+1      parts         nets, diffusion, flow, data
+2      models        families (the kernel: base, conditioning, options, draw, guided; the families; catalog)
 3      evaluation    metrics
-4      run           callbacks, checkpoint, checkpoint_io, resume, run_lock, loggers, memory, precision, nodes,
-                     config, launch (resolvers, the job's ranks: it reads nodes, precision, run_lock), sweep,
-                     command_line, samples_io (reads data's image checks), sampling_cli
+4      run           callbacks, runs (checkpoints, trust, lock, nodes, resume, sample files), cli (config,
+                     argv checks, Hydra hooks, sweeps, loggers, memory, precision, sampling settings)
 5      commands      train, sample, eval, compare: none imports another (`COMMANDS`)
 6      entry points  entry (the Hydra wrappers), __main__ (the ``python -m gensuite <command>`` dispatcher)
 =====  ============  ==========================================================================================
@@ -27,7 +25,7 @@ layer  name          modules
 What a lower layer needs of a higher one is passed in, not imported: the time budget's progress reaches the
 learning-rate schedule as ``GenerativeModule.budget_progress`` and the training seconds reach the evaluation
 callback as ``Evaluation.training_seconds`` (both handed in by `gensuite.train`), and latent diffusion gets its
-frozen autoencoder from the loader its config names (``model.load_autoencoder``, `gensuite.checkpoint`).
+frozen autoencoder from the loader its config names (``model.load_autoencoder``, `gensuite.runs.checkpoint`).
 
 ``python tests/test_layers.py`` prints the figures: imports, cycles, upward imports.
 """
@@ -42,17 +40,12 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = "gensuite"
 
 LAYERS: dict[str, int] = {
-    **dict.fromkeys(
-        ["", "errors", "contracts", "record", "safe_files", "lightning_compat", "processes", "trust", "image_grid"], 0
-    ),
-    **dict.fromkeys(["nets", "diffusion", "flow", "data", "schedules"], 1),
+    **dict.fromkeys(["", "errors", "contracts", "record", "registry", "safe_files"], 0),
+    **dict.fromkeys(["lightning_compat", "hydra_compat"], 0),
+    **dict.fromkeys(["nets", "diffusion", "flow", "data"], 1),
     "families": 2,
     "metrics": 3,
-    **dict.fromkeys(
-        ["callbacks", "checkpoint", "checkpoint_io", "resume", "run_lock", "loggers", "memory", "precision", "nodes"]
-        + ["config", "launch", "sweep", "command_line", "samples_io", "sampling_cli"],
-        4,
-    ),
+    **dict.fromkeys(["callbacks", "runs", "cli"], 4),
     **dict.fromkeys(["train", "sample", "eval", "compare"], 5),
     **dict.fromkeys(["entry", "__main__"], 6),
 }

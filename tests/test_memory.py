@@ -15,8 +15,8 @@ import pytest
 import torch
 from torch import nn
 
+from gensuite.cli.memory import examples_per_update, is_out_of_memory, largest_fitting, probe_batch_size, repeat_batch
 from gensuite.errors import ConfigError
-from gensuite.memory import examples_per_update, is_out_of_memory, largest_fitting, probe_batch_size, repeat_batch
 
 from .conftest import ROOT, SMALL_NETS, TINY
 

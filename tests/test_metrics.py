@@ -11,7 +11,8 @@ from torch import nn
 
 from gensuite.data.images import MNIST5k
 from gensuite.metrics.diversity import class_coverage, precision_recall_density_coverage
-from gensuite.metrics.evaluator import Evaluator, fid_from_features
+from gensuite.metrics.evaluator import Evaluator
+from gensuite.metrics.scores import fid_from_features
 
 
 class Replay(nn.Module):

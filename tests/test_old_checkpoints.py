@@ -14,7 +14,8 @@ import shutil
 import pytest
 import torch
 
-from gensuite.checkpoint import load_model, read_checkpoint
+from gensuite.runs.checkpoint import load_model
+from gensuite.runs.checkpoint_file import read_checkpoint
 
 from .conftest import ROOT
 
@@ -49,8 +50,8 @@ def test_old_checkpoint_loads_and_samples_the_same(name, tmp_path):
 
 def test_every_renamed_target_is_one_the_suite_still_builds():
     """A module that moved keeps its old checkpoints: the old ``_target_`` maps to a name on today's allowlist."""
-    from gensuite.checkpoint import RENAMED_TARGETS
-    from gensuite.trust import allowlist
+    from gensuite.runs.checkpoint import RENAMED_TARGETS
+    from gensuite.runs.trust import allowlist
 
     assert RENAMED_TARGETS, "no renames recorded"
     missing = {old: new for old, new in RENAMED_TARGETS.items() if new not in allowlist()}

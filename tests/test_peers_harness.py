@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from benchmarks import peers
-from gensuite.samples_io import read_samples
+from gensuite.runs.sample_files import read_samples
 
 
 def test_held_out_split_is_the_first_90_and_last_10_percent():

@@ -6,7 +6,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from gensuite.precision import bf16_is_native, cpu_flags, fast_precision
+from gensuite.cli.precision import bf16_is_native, cpu_flags, fast_precision
 from tests.conftest import compose_cfg
 
 ICE_LAKE = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw avx512_vnni\n\nprocessor\t: 1\nflags\t\t: fpu\n"

@@ -10,13 +10,13 @@ import shlex
 import pytest
 from hydra.core.global_hydra import GlobalHydra
 
-from gensuite.command_line import check_command_line
-from gensuite.config import instantiate_checked
+from gensuite.cli.command_line import check_command_line
+from gensuite.cli.config import instantiate_checked
+from gensuite.cli.sweep import quote_sweep
 from gensuite.families.autoregressive import Autoregressive
 from gensuite.families.diffusion import Diffusion
 from gensuite.families.gan import GAN
 from gensuite.families.vae import VAE
-from gensuite.sweep import quote_sweep
 
 from .conftest import CONF, ROOT, compose_cfg
 

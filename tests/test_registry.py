@@ -98,7 +98,7 @@ def test_families_setting_all_or_a_list_and_unknown_names_refused():
 
 @pytest.mark.parametrize("override", [[], ["families=[vae,gan]"], ["families=all"]])
 def test_compare_runs_every_family_by_default_and_the_families_given(override, tmp_path):
-    from gensuite.compare.launch import train_args
+    from gensuite.compare.runner import train_args
 
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         cfg = compose(config_name="compare", overrides=override)

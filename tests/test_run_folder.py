@@ -16,15 +16,15 @@ import torch
 import yaml
 
 from gensuite.errors import CheckpointError, ConfigError
-from gensuite.resume import ApplyOnResume, rule_for
-from gensuite.run_lock import LOCK_NAME, hold_run_folder, release_all
+from gensuite.runs.lock import LOCK_NAME, hold_run_folder, release_all
+from gensuite.runs.resume import ApplyOnResume, rule_for
 from gensuite.train import train
 
 from .conftest import ROOT, TINY, run_entry
 
 SMALL = ["model.encoder.width=8", "model.decoder.width=8", "callbacks.evaluation.grid_size=4"]
 HOLDER = (
-    "import sys, time; from gensuite.run_lock import hold_run_folder; hold_run_folder(sys.argv[1]); "
+    "import sys, time; from gensuite.runs.lock import hold_run_folder; hold_run_folder(sys.argv[1]); "
     "print('held', flush=True); time.sleep(300)"
 )
 

@@ -13,14 +13,14 @@ import pytest
 import torch
 from PIL import Image
 
-from gensuite import samples_io
-from gensuite.checkpoint import load_model
-from gensuite.config import instantiate_checked, to_plain
+from gensuite.cli.config import instantiate_checked, to_plain
+from gensuite.cli.sampling import apply_sampler
 from gensuite.errors import ConfigError, DataError
 from gensuite.eval import evaluate
 from gensuite.families.vae import VAE
+from gensuite.runs import sample_files as samples_io
+from gensuite.runs.checkpoint import load_model
 from gensuite.sample import sample
-from gensuite.sampling_cli import apply_sampler
 from gensuite.train import train
 
 from .conftest import SSL_STEPS, TINY, compose_cfg, run_entry

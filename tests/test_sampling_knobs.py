@@ -13,15 +13,15 @@ import pytest
 import torch
 import yaml
 
-from gensuite.checkpoint import load_model
+from gensuite.cli.sampling import apply_sampler, options_from
+from gensuite.cli.sweep import parse_sweep, quote_sweep
 from gensuite.errors import ConfigError
 from gensuite.eval import evaluate
 from gensuite.families.catalog import builtin_knobs, sampling_only_model_keys
 from gensuite.families.draw import draw
-from gensuite.resume import _SAMPLING
+from gensuite.runs.checkpoint import load_model
+from gensuite.runs.resume import _SAMPLING
 from gensuite.sample import sample
-from gensuite.sampling_cli import apply_sampler, options_from
-from gensuite.sweep import parse_sweep, quote_sweep
 
 from .conftest import run_entry
 from .test_samples_io import DIFFUSION, EVAL, GAN, SMALL_VAE, sample_cfg, untrained_checkpoint

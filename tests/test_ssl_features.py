@@ -16,7 +16,8 @@ from PIL import Image
 from gensuite.data.images import MNIST5k
 from gensuite.errors import ConfigError
 from gensuite.metrics import ssl
-from gensuite.metrics.evaluator import Evaluator, parse_spaces
+from gensuite.metrics.evaluator import Evaluator
+from gensuite.metrics.references import parse_spaces
 from gensuite.train import train
 
 from .conftest import SSL_STEPS, TINY, compose_cfg

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from gensuite.config import instantiate_checked
+from gensuite.cli.config import instantiate_checked
 from gensuite.data.text import PydocText, TextFile, split_blocks
 from gensuite.errors import ConfigError, DataError
 from gensuite.families.autoregressive import Autoregressive
@@ -347,7 +347,7 @@ def test_eval_reproduces_the_text_metrics(text_run, cache_dir):
 
 def test_warmup_cosine_schedule_and_its_open_ended_form():
     """A step budget decays the rate by cosine; a time budget (no total) by the clock's progress, else holds it."""
-    from gensuite.schedules import warmup_cosine
+    from gensuite.families.lr_schedules import warmup_cosine
 
     def rates(total):
         opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)

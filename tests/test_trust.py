@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from gensuite.errors import CheckpointError, GensuiteError
-from gensuite.trust import allowlist, check_stored_config, resolve_target, suite_target_names
+from gensuite.runs.trust import allowlist, check_stored_config, resolve_target, suite_target_names
 
 from .conftest import TINY, compose_cfg, run_entry
 
@@ -40,11 +40,11 @@ def attacks(marker: Path) -> dict[str, dict]:
     return {
         # a name that starts with a trusted prefix, resolved by Hydra by walking attributes to torch.save (Hydra's
         # own blocklist stops os.system, but not the many functions that write a file they are given)
-        "attribute walk": {"model": {"_target_": "gensuite.checkpoint.torch.save", "_args_": [{}, str(marker)]}},
+        "attribute walk": {"model": {"_target_": "gensuite.runs.checkpoint.torch.save", "_args_": [{}, str(marker)]}},
         # the payload bytes travel in the config; a reachable unpickler runs them
         "payload bytes": {
             "model": {
-                "_target_": "gensuite.checkpoint.torch.load",
+                "_target_": "gensuite.runs.checkpoint.torch.load",
                 "f": {"_target_": "torch.nn.modules.module.torch.serialization.io.BytesIO", "_args_": [payload]},
                 "weights_only": False,
             }
@@ -56,7 +56,7 @@ def attacks(marker: Path) -> dict[str, dict]:
         },
         # a function inside the trusted package that does harm on its own (creates any folder it is given)
         "harmful in-package function": {
-            "model": {"_target_": "gensuite.launch.OutputDirCheck._check_folder", "folder": str(marker)}
+            "model": {"_target_": "gensuite.cli.hydra_hooks.OutputDirCheck._check_folder", "folder": str(marker)}
         },
     }
 
@@ -153,7 +153,7 @@ def test_the_refusal_is_one_screen_and_exit_2_at_every_entry(tmp_path, cache_dir
         results = list(pool.map(lambda r: run_entry(r[0], *r[1], cwd=tmp_path), runs))
     for (script, _), res in zip(runs, results, strict=True):
         assert res.returncode == 2, (script, res.stderr[-1500:])
-        assert "Traceback" not in res.stderr and "gensuite.checkpoint.torch.save" in res.stderr, res.stderr
+        assert "Traceback" not in res.stderr and "gensuite.runs.checkpoint.torch.save" in res.stderr, res.stderr
         assert len(res.stderr.strip().splitlines()) <= 20
     assert not marker.exists()
 

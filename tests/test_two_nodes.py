@@ -1,5 +1,5 @@
 """One run, one folder, however many nodes: nodes started by hand (``NODE_RANK``, ``MASTER_ADDR``,
-``MASTER_PORT``, ``trainer.num_nodes``) agree on node 0's run folder (`gensuite.nodes`). Two real local nodes
+``MASTER_PORT``, ``trainer.num_nodes``) agree on node 0's run folder (`gensuite.runs.nodes`). Two real local nodes
 (gloo, one process each) through the entry point, and the exchange itself in threads."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from gensuite import nodes
+from gensuite.cli.hydra_hooks import run_stamp
 from gensuite.errors import ConfigError
-from gensuite.launch import run_stamp
+from gensuite.runs import nodes
 
 from .conftest import TINY, compose_cfg, run_entry
 

@@ -7,7 +7,7 @@ import lightning as L
 import pytest
 import torch
 
-from gensuite.config import instantiate_checked
+from gensuite.cli.config import instantiate_checked
 from gensuite.errors import ConfigError
 from gensuite.families.vae import VAE
 

@@ -8,11 +8,11 @@ import json
 import pytest
 import torch
 
-from gensuite.checkpoint import vq_tokenizer
-from gensuite.config import instantiate_checked
+from gensuite.cli.config import instantiate_checked
 from gensuite.errors import CheckpointError, ConfigError
 from gensuite.nets.grids import GridDecoder, GridEncoder
 from gensuite.nets.quantizers import VectorQuantizer
+from gensuite.runs.checkpoint import vq_tokenizer
 from gensuite.train import train
 
 SMALL = [

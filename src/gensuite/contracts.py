@@ -9,7 +9,7 @@
 - `to_signed` / `to_unit`: the one data-range mapping, images in [0, 1] <-> the [-1, 1] a network works in.
 
 The family protocol (``sample``, ``nll``, ``reconstruct``, ``panels``) is `gensuite.families.base.check_protocol`;
-the sampler protocol by process is `gensuite.processes`.
+the sampler protocol by process is `gensuite.families.processes`.
 """
 
 from __future__ import annotations

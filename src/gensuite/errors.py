@@ -2,7 +2,7 @@
 
 The entry points print these as a short message (no traceback) and exit with status 2. A part or a family
 raises `ConfigError` naming its own arguments in ``keys``; the code that instantiated it from the Hydra config
-(`gensuite.config.instantiate_checked`) maps those names to the full config keys, following interpolations,
+(`gensuite.cli.config.instantiate_checked`) maps those names to the full config keys, following interpolations,
 so the user reads ``model.decoder.depth`` and ``data.image_size`` rather than ``depth`` and ``image_size``.
 """
 
@@ -33,7 +33,7 @@ class ConfigError(GensuiteError):
     """A setting (or a combination of settings) that cannot work.
 
     ``keys`` are the names of the offending arguments of the object that raised it; they are rewritten into
-    full config keys by `gensuite.config.instantiate_checked`.
+    full config keys by `gensuite.cli.config.instantiate_checked`.
     """
 
     def __init__(self, message: str, keys: tuple[str, ...] = (), fix: str | None = None):

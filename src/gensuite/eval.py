@@ -5,7 +5,7 @@
 By default the evaluation settings of a checkpoint are the ones the run used (from the checkpoint), with any
 ``metrics.*`` given on the command line applied on top — so ``eval.py`` on a run's checkpoint reproduces its
 ``metrics.json``. Samples are scored with the ``metrics`` config group as composed. Reading and checking sample
-files is `gensuite.samples_io`.
+files is `gensuite.runs.sample_files`.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from gensuite import config_dir, samples_io
+from gensuite import config_dir
 from gensuite.callbacks.evaluation import Evaluation
-from gensuite.checkpoint import load_model
-from gensuite.config import instantiate_checked
+from gensuite.cli.config import instantiate_checked
+from gensuite.cli.sampling import apply_sampler, options_from, pick_device
 from gensuite.errors import ConfigError
 from gensuite.record import (
     CKPT_PATH_KEY,
@@ -33,9 +33,10 @@ from gensuite.record import (
     print_summary,
     write_record,
 )
+from gensuite.runs import sample_files
+from gensuite.runs.checkpoint import load_model
+from gensuite.runs.trust import STORED_DATA_PATH
 from gensuite.safe_files import refuse_link
-from gensuite.sampling_cli import apply_sampler, options_from, pick_device
-from gensuite.trust import STORED_DATA_PATH
 
 
 def metrics_config(cfg: DictConfig, run_cfg: DictConfig) -> DictConfig:
@@ -126,8 +127,8 @@ def output_path(cfg: DictConfig, default: Path, folder: Path) -> tuple[Path, Pat
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if check_source(cfg) == "samples":
         return evaluate_samples(cfg)
-    if cfg.get("sweep"):  # one evaluation per value of a sampling knob: see gensuite.sweep
-        from gensuite.sweep import run_sweep
+    if cfg.get("sweep"):  # one evaluation per value of a sampling knob: see gensuite.cli.sweep
+        from gensuite.cli.sweep import run_sweep
 
         return {"sweep": run_sweep(cfg, evaluate)}
     model, run_cfg = load_model(cfg.ckpt_path)
@@ -179,12 +180,12 @@ def evaluate_samples(cfg: DictConfig) -> dict[str, Any]:
     path = Path(cfg.samples).expanduser()
     name = path.name if path.is_dir() else path.stem
     out, root = output_path(cfg, path.parent / f"eval-{name}.json", path.parent)
-    array, source = samples_io.read_samples(path, datamodule.channels)
-    images, notes = samples_io.as_images(
+    array, source = sample_files.read_samples(path, datamodule.channels)
+    images, notes = sample_files.as_images(
         array, datamodule.channels, datamodule.image_size, source, f"data={datamodule.name}"
     )
-    notes += samples_io.count_notes(len(images), int(cfg.metrics.kid_subset_size), int(cfg.metrics.n_samples), source)
-    labels = samples_io.read_labels(path)  # the classes a conditional model drew them for: the intra-class FID
+    notes += sample_files.count_notes(len(images), int(cfg.metrics.kid_subset_size), int(cfg.metrics.n_samples), source)
+    labels = sample_files.read_labels(path)  # the classes a conditional model drew them for: the intra-class FID
     labels = torch.from_numpy(labels) if labels is not None and len(labels) == len(images) else None
     evaluator = instantiate_checked(cfg, "metrics")
     device = pick_device(cfg.device)

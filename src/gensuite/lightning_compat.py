@@ -93,7 +93,7 @@ def average_only(callback, module: torch.nn.Module, device: torch.device) -> Non
     )
 
 
-# -- loggers (gensuite.loggers) ------------------------------------------------------------------------------------
+# -- loggers (gensuite.cli.loggers) ------------------------------------------------------------------------------------
 def is_dummy_experiment(experiment: Any) -> bool:
     """Whether a logger's ``experiment`` is the stand-in Lightning hands ranks other than 0 (and ``fast_dev_run``)
     (Lightning 2.6.6: ``lightning.fabric.loggers.logger._DummyExperiment``)."""

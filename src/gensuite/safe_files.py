@@ -35,7 +35,7 @@ TMP_SUFFIX = ".tmp"
 PROBE_NAME = ".write-test"
 
 # What the suite and its libraries write into a training's run folder (relative names), checked before the
-# first write: Hydra (.hydra/, train.log), gensuite.run_lock, gensuite.train, the Evaluation callback, Lightning's
+# first write: Hydra (.hydra/, train.log), gensuite.runs.lock, gensuite.train, the Evaluation callback, Lightning's
 # ModelCheckpoint and loggers. The one list; `check_run_folder` also refuses links matching RUN_FOLDER_PATTERNS.
 RUN_FOLDER_NAMES = (
     ".hydra",

@@ -3,7 +3,7 @@ inside it).
 
 The samples are drawn in batches of ``batch_size`` from one generator seeded with ``seed``, so every format of
 the same ``n``, ``seed`` and ``batch_size`` holds the same samples (the grid's pixels are the ``npz``'s values).
-Reading and writing sample files is `gensuite.samples_io`.
+Reading and writing sample files is `gensuite.runs.sample_files`.
 """
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torchvision.utils import save_image
 
-from gensuite import samples_io
-from gensuite.checkpoint import load_model
+from gensuite.cli.sampling import apply_sampler, options_from, pick_device
 from gensuite.errors import ConfigError
 from gensuite.families.draw import draw
-from gensuite.image_grid import grid_of
+from gensuite.runs import sample_files
+from gensuite.runs.checkpoint import load_model
+from gensuite.runs.grids import grid_of
 from gensuite.safe_files import refuse_link, write_bytes_atomic, write_text_atomic
-from gensuite.sampling_cli import apply_sampler, options_from, pick_device
 
 FORMATS = {"grid": "a PNG grid", "npz": "uint8 (N, H, W, C) under 'samples' in an .npz", "png": "a folder of PNGs"}
 TEXT_FORMATS = {"grid": "the samples as a .txt file"}
@@ -111,15 +111,15 @@ def sample(cfg: DictConfig) -> Path:
     parts, label_parts = [], []
     for x, y in draw(model, int(cfg.n), int(cfg.batch_size), g, labels, options):
         x = x.cpu()
-        parts.append(samples_io.to_uint8(x) if raw else x)
+        parts.append(sample_files.to_uint8(x) if raw else x)
         label_parts.append(y.cpu() if y is not None else None)
     labels = torch.cat(label_parts).numpy() if label_parts[0] is not None else None
     if raw:
         samples = np.concatenate(parts)
         if fmt == "npz":
-            samples_io.write_npz(path, samples, labels, root)
+            sample_files.write_npz(path, samples, labels, root)
         else:
-            samples_io.write_png_folder(path, samples, labels, root)
+            sample_files.write_png_folder(path, samples, labels, root)
     elif torch.is_floating_point(parts[0]) and parts[0].dim() == 4:
         out = torch.cat(parts)
         grid = grid_of(out) if not cfg.nrow else grid_of(out.view(-1, int(cfg.nrow), *out.shape[1:]))

@@ -17,14 +17,12 @@ from gensuite.callbacks.checkpoint import foreign_paths
 from gensuite.callbacks.clock import TrainingClock
 from gensuite.callbacks.evaluation import BudgetPoints, Evaluation
 from gensuite.callbacks.run_state import RunState
-from gensuite.checkpoint import build_model, find_last_checkpoint, read_checkpoint
-from gensuite.checkpoint_io import AtomicCheckpointIO, remove_stale_temporaries
-from gensuite.config import flatten, instantiate_checked, to_plain
+from gensuite.cli.config import flatten, instantiate_checked, to_plain
+from gensuite.cli.hydra_hooks import ranks_of_this_job
+from gensuite.cli.loggers import build_loggers, tensorboard_writer
+from gensuite.cli.memory import MemoryWatch, catch_out_of_memory, out_of_memory_error
 from gensuite.errors import CheckpointError, ConfigError
 from gensuite.families.conditioning import check_data_labels
-from gensuite.launch import ranks_of_this_job
-from gensuite.loggers import build_loggers, tensorboard_writer
-from gensuite.memory import MemoryWatch, catch_out_of_memory, out_of_memory_error
 from gensuite.record import (
     DATA_KEY,
     FAMILY_KEY,
@@ -36,8 +34,11 @@ from gensuite.record import (
     selects_on_test,
     write_record,
 )
-from gensuite.resume import ResumePath, check_resume, resume_callbacks
-from gensuite.run_lock import hold_run_folder, releases_run_folder
+from gensuite.runs.checkpoint import build_model
+from gensuite.runs.checkpoint_file import find_last_checkpoint, read_checkpoint
+from gensuite.runs.checkpoint_io import AtomicCheckpointIO, remove_stale_temporaries
+from gensuite.runs.lock import hold_run_folder, releases_run_folder
+from gensuite.runs.resume import ResumePath, check_resume, resume_callbacks
 from gensuite.safe_files import check_run_folder, probe_writable
 
 
@@ -48,7 +49,7 @@ def prepare_output_dir(cfg: DictConfig) -> Path:
     check_run_folder(out)  # before mkdir, which would follow a link standing at the folder's name
     try:
         out.mkdir(parents=True, exist_ok=True)
-        hold_run_folder(out)  # one run per folder, taken before anything is written (gensuite.run_lock)
+        hold_run_folder(out)  # one run per folder, taken before anything is written (gensuite.runs.lock)
         probe_writable(out)  # a fresh name, O_EXCL | O_NOFOLLOW: never another's file or link
     except OSError as err:
         raise ConfigError(
@@ -189,7 +190,7 @@ def resolve_ckpt_path(cfg: DictConfig, model: L.LightningModule) -> str | None:
             fix="resume with the model settings the checkpoint was trained with (its config is in the run "
             "folder's .hydra/config.yaml)",
         )
-    # every other changed setting: applied (printed) or refused (gensuite.resume.RESUME_RULES)
+    # every other changed setting: applied (printed) or refused (gensuite.runs.resume.RESUME_RULES)
     redo = check_resume(ckpt["gensuite"]["config"], to_plain(cfg), str(path))
     return ResumePath(str(path), redo)
 
@@ -263,11 +264,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     check_trainer_for_model(cfg, model)
     ckpt_path = resolve_ckpt_path(cfg, model)
     callbacks = build_callbacks(cfg)
-    callbacks += resume_callbacks(ckpt_path)  # new optimiser settings over the restored ones (gensuite.resume)
-    watch = MemoryWatch()  # where a run ran out of memory, for the message (gensuite.memory)
+    callbacks += resume_callbacks(ckpt_path)  # new optimiser settings over the restored ones (gensuite.runs.resume)
+    watch = MemoryWatch()  # where a run ran out of memory, for the message (gensuite.cli.memory)
     callbacks.append(watch)
     logger = build_loggers(cfg)  # TensorBoard and CSV by default (conf/logger/)
-    # checkpoints are written atomically beside their target (see gensuite.checkpoint_io)
+    # checkpoints are written atomically beside their target (see gensuite.runs.checkpoint_io)
     # ... never through a link below the run folder, and removed only inside the folders of this run
     roots = [out_dir, *(cb.dirpath for cb in callbacks if getattr(cb, "dirpath", None))]
     plugins = [AtomicCheckpointIO(root=out_dir, roots=roots)]

@@ -27,11 +27,11 @@ import torch
 from torchvision.utils import save_image
 
 from gensuite.callbacks.clock import TrainingClock
+from gensuite.cli.loggers import tensorboard_writer
 from gensuite.errors import ConfigError
-from gensuite.image_grid import grid_of
-from gensuite.loggers import tensorboard_writer
 from gensuite.metrics.evaluator import Evaluator
 from gensuite.record import BUDGET_DIR, BUDGET_SECONDS_KEY, ELAPSED_KEY, FIT_EVAL_SECONDS_KEY, NOTES_KEY, budget_stem
+from gensuite.runs.grids import grid_of
 from gensuite.safe_files import write_bytes_atomic, write_text_atomic
 
 

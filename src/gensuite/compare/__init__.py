@@ -18,8 +18,8 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from gensuite.compare.columns import family_color
-from gensuite.compare.launch import run_curves, run_families
 from gensuite.compare.report import build_report
+from gensuite.compare.runner import run_curves, run_families
 from gensuite.compare.runs import Run, read_runs
 from gensuite.errors import DataError
 

@@ -51,7 +51,7 @@ class Sampler:
     """
 
     name = "sampler"
-    process = "diffusion"  # refused by flow models (gensuite.processes)
+    process = "diffusion"  # refused by flow models (gensuite.families.processes)
 
     def __init__(self, steps: int, spacing: str = "time"):
         if int(steps) < 1:

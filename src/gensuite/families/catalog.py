@@ -35,7 +35,7 @@ def builtin_knobs() -> dict[str, dict[str, str]]:
 
 def sampling_only_model_keys() -> tuple[str, ...]:
     """The knobs whose model setting of the same name (``model.temperature``) is the default of sampling only,
-    never of training: a resumed run may change them (`gensuite.resume`)."""
+    never of training: a resumed run may change them (`gensuite.runs.resume`)."""
     keys: dict[str, None] = {}
     for cls in builtin_families():
         keys.update({f.name: None for f in dataclasses.fields(cls.Options) if not f.metadata.get("trained")})

@@ -3,7 +3,8 @@ a sampler of their own process, classifier-free guidance as their one sampling o
 ``sample`` they share: draw the noise, pick the labels, run the sampler, decode.
 
 A family of this kind says which process it walks (``process``: ``diffusion`` or ``flow``, checked against a
-sampler's own, `gensuite.processes.check_process`) and implements `run_sampler`; everything else here is shared.
+sampler's own, `gensuite.families.processes.check_process`) and implements `run_sampler`; everything else here
+is shared.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from torch import nn
 
 from gensuite.families.base import GenerativeModule
 from gensuite.families.options import Guidance
-from gensuite.processes import check_process
+from gensuite.families.processes import check_process
 
 
 class NoiseToData(GenerativeModule):

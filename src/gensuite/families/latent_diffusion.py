@@ -2,8 +2,8 @@
 
 ``python train.py model=latent_diffusion autoencoder_ckpt=logs/runs/vae-mnist5k/<run>/checkpoints/last.ckpt``
 
-The VAE checkpoint is loaded by the loader the config passes in (``load_autoencoder``: `gensuite.checkpoint
-.frozen_autoencoder`, which reads it with `gensuite.checkpoint.load_model`: weights only, family checked); its own
+The VAE checkpoint is loaded by the loader the config passes in (``load_autoencoder``: `gensuite.runs.checkpoint
+.frozen_autoencoder`, which reads it with `gensuite.runs.checkpoint.load_model`: weights only, family checked); its own
 encoder, decoder and likelihood are reused — not copied: data -> ``z ~ q(z|x)`` (its encoder) -> diffusion on
 ``z · latent_scale`` -> its decoder and likelihood mean -> images. ``latent_scale`` (1 / std of the latents, as
 the LDM paper's scale factor) is measured on the training data when fitting starts and saved with the weights.
@@ -44,7 +44,7 @@ class LatentDiffusion(Diffusion):
 
     Args:
         autoencoder_ckpt: path of a ``model=vae`` checkpoint.
-        load_autoencoder: ``path -> the frozen model`` (the yaml's: `gensuite.checkpoint.frozen_autoencoder`).
+        load_autoencoder: ``path -> the frozen model`` (the yaml's: `gensuite.runs.checkpoint.frozen_autoencoder`).
         channels, image_size: the data's (checked against the autoencoder's images).
         denoiser: a partial (``_partial_: true``) called with ``dim=<the VAE's latent_dim>``, e.g. `MLPDenoiser`.
         The other arguments are `Diffusion`'s; ``clip_denoised`` defaults to False (latents are unbounded).
@@ -70,7 +70,7 @@ class LatentDiffusion(Diffusion):
             raise ConfigError(
                 "model.load_autoencoder is not set: latent diffusion needs the loader of its frozen autoencoder",
                 keys=("load_autoencoder",),
-                fix="model.load_autoencoder={_target_: gensuite.checkpoint.frozen_autoencoder, _partial_: true} "
+                fix="model.load_autoencoder={_target_: gensuite.runs.checkpoint.frozen_autoencoder, _partial_: true} "
                 "(as conf/model/latent_diffusion.yaml has it)",
             )
         autoencoder = check_autoencoder(load_autoencoder(autoencoder_ckpt), autoencoder_ckpt)

@@ -7,7 +7,7 @@ immutable default (``model.default_options``, built from its constructor argumen
 ``sampling.<knob>=`` overrides (`SamplingOptions.override`) and pass in. Nothing is set on the model.
 
 The names ``sampling.*`` of ``conf/sample.yaml`` / ``conf/eval.yaml`` and the sampling-only model keys of
-`gensuite.resume` are read from these declarations (`gensuite.families.catalog`;
+`gensuite.runs.resume` are read from these declarations (`gensuite.families.catalog`;
 ``tests/test_sampling_knobs.py`` checks the yaml agrees).
 """
 

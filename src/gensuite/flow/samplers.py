@@ -21,7 +21,7 @@ settings only, never state between calls, and know no Lightning.
 ============  =================================================================================
 
 ``process = "flow"`` marks them as samplers of a flow model: a diffusion model refuses them and a flow model
-refuses the samplers of `gensuite.diffusion.samplers` (`gensuite.processes`).
+refuses the samplers of `gensuite.diffusion.samplers` (`gensuite.families.processes`).
 """
 
 from __future__ import annotations

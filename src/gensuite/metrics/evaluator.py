@@ -5,33 +5,13 @@ where the data has labels, the label-free ``ssl`` always, ``inception`` where it
 is named in every key (``val/fid_classifier``, ``val/fid_ssl``): whether a ranking of models holds in more than one
 space can be read from one ``metrics.json``. The class coverage comes from the classifier.
 
-References (features cached on disk by a fingerprint of data, split, resolution and extractor):
-
-- **held-out** (the headline numbers ``val/fid_<ex>``, ``val/kid_<ex>``, precision / recall / density / coverage):
-  the data's ``test`` split, which no model trains on and no checkpoint is chosen by. The floor
-  (``val/fid_<ex>_floor``) is what a perfect model would score: as many real *training* images as there are
-  samples, against the same held-out reference.
-- **validation** (``val/fid_<ex>_val``): the samples against the data's ``val`` split, the number that chooses:
-  checkpoints, early stopping and sweeps monitor it (`gensuite.record.selects_on_test` refuses a held-out key there),
-  so the held-out numbers only report. Where the data has no test split the two references are the same images.
-- **train** (``val/fid_<ex>_train``, with ``val/fid_<ex>_train_floor``): samples against half A of the training
-  split, the floor half B against half A. A model that copies its training images scores at this floor; the gap
-  between the held-out and the train-referenced FID is how much closer the samples are to what was trained on.
-- **copy rate** (``val/copy_rate_<ex>``, ``val/copy_rate_pixels``): the share of samples whose nearest training
-  image is closer than the 5th percentile of the held-out images' nearest-training-image distances. Real unseen
-  images score ~0.05 by construction; a model that reproduces its training images scores towards 1.
-
-- **intra-class** (conditional models: ``val/fid_<ex>_intra``): the mean over classes of the FID of the samples
-  drawn with label c against the held-out images of class c; ``val/fid_<ex>_intra_floor`` is the same for as many
-  real training images per class, ``eval/n_per_class_intra`` the samples per class. The samples are drawn with
-  known labels, the shared balanced rule (``model.sample_labels``), by the one draw loop
-  (`gensuite.families.draw.draw`), with the sampling options ``Evaluator.options`` (eval.py's ``sampling.*``).
+References (`gensuite.metrics.references`): held-out, validation, train and copy rate, each cached on disk;
+intra-class FID for conditional models.
 
 ``metrics.bootstrap=B`` resamples the generated features B times (no new samples) for 95 % percentile intervals
 ``val/<metric>_lo`` / ``val/<metric>_hi`` of FID, precision and recall.
 
-FID, KID and IS come from torchmetrics; the metric objects receive precomputed features through an identity
-"feature network", so the extractor runs once per image and its weights never enter a checkpoint.
+FID, KID and IS come from torchmetrics, fed precomputed features (`gensuite.metrics.scores`).
 Under DDP every rank samples ``n / world_size`` images with its own seed; the features are all-gathered and every
 rank computes the same numbers.
 """
@@ -42,73 +22,41 @@ import math
 import time
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from torch import nn
-from torchmetrics.image.fid import FrechetInceptionDistance
-from torchmetrics.image.inception import InceptionScore
-from torchmetrics.image.kid import KernelInceptionDistance
 
 from gensuite.contracts import info_of
 from gensuite.errors import ConfigError
 from gensuite.families.draw import draw  # the draw loop and label rule shared with sample.py (no family code)
-from gensuite.metrics.diversity import class_coverage, knn_radii, precision_recall_density_coverage
+from gensuite.metrics.diversity import class_coverage, precision_recall_density_coverage
 from gensuite.metrics.features import ClassifierFeatures, InceptionFeatures
+from gensuite.metrics.references import (
+    features_of,
+    nearest,
+    parse_spaces,
+    pixel_reference,
+    reference_features,
+    spaces_for,
+)
+from gensuite.metrics.scores import (
+    bootstrap_intervals,
+    fid_from_features,
+    inception_score_from_logits,
+    kid_from_features,
+)
 from gensuite.metrics.ssl import SSLFeatures
 from gensuite.record import (  # the keys of the run record this evaluation fills in
     CLASS_COVERAGE_KEY,
     HEADLINE_SPACE_KEY,
     N_SAMPLES_KEY,
     SAMPLING_SPEED_KEY,
-    SPACES,
     SPACES_KEY,
     space_key,
 )
-from gensuite.safe_files import atomic_writer
 
 # KID and IS keep their inputs (here: features) in memory, which is what we want; silence the reminder.
 warnings.filterwarnings("ignore", message=r".*will save all extracted features in buffer.*")
-
-
-class _Precomputed(nn.Module):
-    """Identity 'feature network' so torchmetrics accumulates features computed once, elsewhere."""
-
-    def __init__(self, num_features: int):
-        super().__init__()
-        self.num_features = num_features
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x
-
-
-def fid_from_features(real: torch.Tensor, fake: torch.Tensor) -> float:
-    metric = FrechetInceptionDistance(feature=_Precomputed(real.shape[1]), sync_on_compute=False)
-    metric.update(real.double(), real=True)
-    metric.update(fake.double(), real=False)
-    return float(metric.compute())
-
-
-def kid_from_features(real: torch.Tensor, fake: torch.Tensor, subset_size: int, subsets: int, seed: int) -> float:
-    subset_size = min(subset_size, len(real), len(fake))
-    metric = KernelInceptionDistance(
-        feature=_Precomputed(real.shape[1]), subsets=subsets, subset_size=subset_size, sync_on_compute=False
-    )
-    metric.update(real, real=True)
-    metric.update(fake, real=False)
-    with torch.random.fork_rng():  # KID draws its subsets from the global RNG: pin it
-        torch.manual_seed(seed)
-        mean, _ = metric.compute()
-    return float(mean)
-
-
-def inception_score_from_logits(logits: torch.Tensor, seed: int, splits: int = 10) -> float:
-    metric = InceptionScore(feature=_Precomputed(logits.shape[1]), splits=splits, sync_on_compute=False)
-    metric.update(logits)
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        mean, _ = metric.compute()
-    return float(mean)
 
 
 class Evaluator:
@@ -208,29 +156,7 @@ class Evaluator:
 
     def spaces_for(self, datamodule) -> list[str]:
         """The spaces this data gets: the ones asked for that it allows (``classifier`` needs class labels)."""
-        labelled = datamodule.labelled
-        if self.spaces_asked == ["all"]:
-            spaces = ["classifier"] * labelled + ["ssl"] + ["inception"] * bool(self.inception_weights)
-            if not labelled:
-                self.notes.append(
-                    f"data={datamodule.name} has no class labels: no 'classifier' feature space and no class "
-                    "coverage; the sample metrics are in the label-free 'ssl' space"
-                    + ("" if self.inception_weights else " (add inception with metrics.inception_weights=<file>)")
-                )
-            return spaces
-        spaces = list(self.spaces_asked)
-        if "classifier" in spaces and not labelled:
-            spaces.remove("classifier")
-            note = (
-                f"no 'classifier' feature space: data={datamodule.name} has no class labels, so the feature "
-                "classifier cannot be trained. "
-                + ("" if spaces else "FID needs a feature extractor: ")
-                + "metrics.features=ssl (trained here without labels) or metrics.features=all; or give the folder "
-                "class sub-folders, or metrics.features=inception metrics.inception_weights=<file>."
-            )
-            self.notes.append(note)
-            print(f"[gensuite] WARNING: {note}")
-        return spaces
+        return spaces_for(self.spaces_asked, datamodule, self.inception_weights, self.notes)
 
     def _prepare(self, datamodule, device) -> None:
         info = info_of(datamodule)
@@ -258,46 +184,15 @@ class Evaluator:
         size = min(len(datamodule.train), self.reference_size)
         for space, ext in self.extractors.items():
             self.references[space] = self._reference(datamodule, ext, held_out, size, device)
-        # the pixel copy rate's threshold: the 5th percentile of held-out images' distances to their nearest
-        # training image, as in every feature space
-        as_bytes = lambda x: x.flatten(1).mul(255).round().to(torch.uint8)  # noqa: E731
-        train_pixels = as_bytes(datamodule.real_images("train", size)[0])
-        test_pixels = as_bytes(datamodule.real_images(held_out, self.reference_size)[0])
-        threshold = torch.quantile(nearest(test_pixels, train_pixels), COPY_QUANTILE)
-        self.pixels = {"train": train_pixels, "threshold": threshold}
+        self.pixels = pixel_reference(datamodule, held_out, size, self.reference_size)
 
     def _reference(self, datamodule, ext: nn.Module, held_out: str, size: int, device) -> dict:
-        """Features (and logits, labels) of ``size`` training and up to ``reference_size`` held-out images in
-        the space of ``ext``, cached; and the copy-rate threshold of that space."""
-        key = f"{datamodule.name}-{datamodule.fingerprint()}-{ext.name}-{ext.fingerprint}-{size}-{held_out}-v3"
-        path = Path(self.cache_dir) / "reference" / f"{key}.pt"
-        if path.exists():
-            ref = torch.load(path, map_location="cpu", weights_only=True)
-        else:
-            ref = {}
-            parts = {"train": ("train", size), "test": (held_out, self.reference_size)}
-            if held_out != "val":
-                parts["val"] = ("val", self.reference_size)
-            for part, (split, n) in parts.items():
-                x, y = datamodule.real_images(split, n)
-                f, logits = self._features(ext, x, device)
-                ref[part] = {"features": f, "labels": y, "logits": logits}
-            ref["extractor_val_acc"] = float(getattr(ext, "val_acc", float("nan")))
-            with atomic_writer(path, "paths.cache_dir", self.cache_dir) as f:  # never through a link
-                torch.save(ref, f)
-        ref.setdefault("val", ref["test"])  # no test split: the held-out reference is the val split already
-        ref["threshold"] = torch.quantile(nearest(ref["test"]["features"], ref["train"]["features"]), COPY_QUANTILE)
-        return ref
+        return reference_features(
+            datamodule, ext, held_out, size, self.reference_size, self.cache_dir, self.batch_size, device
+        )
 
-    @torch.no_grad()
     def _features(self, ext: nn.Module, images: torch.Tensor, device) -> tuple[torch.Tensor, torch.Tensor | None]:
-        feats, logits = [], []
-        for xb in images.split(self.batch_size):
-            f, lg = ext(xb.to(device))
-            feats.append(f.float().cpu())
-            if lg is not None:
-                logits.append(lg.float().cpu())
-        return torch.cat(feats), (torch.cat(logits) if logits else None)
+        return features_of(ext, images, self.batch_size, device)
 
     # -- evaluation ------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -502,64 +397,4 @@ class Evaluator:
         return {f"val/fid_{ext}_intra": sum(fids) / len(fids), **self._floors[key]}, n_c
 
     def _intervals(self, real: torch.Tensor, fake: torch.Tensor, ext: str) -> dict[str, float]:
-        """95 % bootstrap intervals over the sample set (the reference fixed): FID, precision, recall.
-
-        Recall keeps each sample's k-NN radius from the full set (a resample with repeated samples would shrink
-        radii to zero); precision is a mean over samples and resamples exactly."""
-        g = torch.Generator().manual_seed(self.seed)
-        n, m = len(real[: len(fake)]), len(fake)
-        real_n = real[:n]
-        d = torch.cdist(real_n, fake)
-        inside_real = (d <= knn_radii(real_n, self.pr_k)[:, None]).any(0).double()  # (m,) sample in real manifold
-        covers = d <= knn_radii(fake, self.pr_k)[None, :]  # (n, m) sample j's ball holds real i
-        fids, precisions, recalls = [], [], []
-        for _ in range(self.bootstrap):
-            idx = torch.randint(m, (m,), generator=g)
-            fids.append(fid_from_features(real, fake[idx]))
-            precisions.append(float(inside_real[idx].mean()))
-            recalls.append(float(covers[:, idx].any(1).double().mean()))
-        full = {f"fid_{ext}": fid_from_features(real, fake), f"precision_{ext}": float(inside_real.mean()),
-                f"recall_{ext}": float(covers.any(1).double().mean())}  # fmt: skip
-        out = {}
-        for name, values in ((f"fid_{ext}", fids), (f"precision_{ext}", precisions), (f"recall_{ext}", recalls)):
-            values = torch.tensor(values, dtype=torch.float64)
-            # resampling with repeats inflates FID (fewer distinct samples): the percentiles are shifted back by
-            # the bootstrap's own estimate of that bias, so the interval is centred like the full-sample value
-            bias = float(values.mean()) - full[name]
-            lo, hi = torch.quantile(values, torch.tensor([0.025, 0.975], dtype=torch.float64))
-            out[f"val/{name}_lo"], out[f"val/{name}_hi"] = float(lo) - bias, float(hi) - bias
-        return out
-
-
-def parse_spaces(features) -> list[str]:
-    """``metrics.features`` as a list of spaces: ``["all"]``, ``[]`` (none) or names from `SPACES`. Takes a name,
-    ``all``, ``none``, a list (``[classifier, ssl]``) or comma-separated names (``classifier,ssl``)."""
-    if features is None:
-        return []
-    names = [str(f).strip() for f in features.split(",")] if isinstance(features, str) else [str(f) for f in features]
-    names = [f for f in names if f]
-    if names in (["all"], ["none"]):
-        return [] if names == ["none"] else names
-    bad = [f for f in names if f not in SPACES]
-    if bad or not names or len(set(names)) < len(names):
-        raise ConfigError(
-            f"features must be all, none, or a list of distinct names from {', '.join(SPACES)}; got {features!r}",
-            keys=("features",),
-            fix="metrics.features=all (every space the data allows: classifier where labelled, ssl, inception "
-            "with metrics.inception_weights), or e.g. metrics.features=[classifier,ssl] or metrics.features=ssl",
-        )
-    return names
-
-
-COPY_QUANTILE = 0.05  # the held-out images' nearest-training-image distance below which a sample counts as a copy
-
-
-def nearest(x: torch.Tensor, ref: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
-    """Distance of every row of ``x`` to its nearest row of ``ref``, in chunks (features in float64; uint8 pixels
-    in float32 on the 0-255 scale, so that a folder of large RGB images never sits in memory as floats)."""
-    dtype = torch.float64 if torch.float64 in (x.dtype, ref.dtype) else torch.float32
-    out = []
-    for xb in x.split(chunk):
-        xb = xb.to(dtype)
-        out.append(torch.stack([torch.cdist(xb, rb.to(dtype)).min(1).values for rb in ref.split(4096)]).min(0).values)
-    return torch.cat(out)
+        return bootstrap_intervals(real, fake, ext, self.pr_k, self.bootstrap, self.seed)

@@ -123,7 +123,8 @@ class VQTokenizer(nn.Module):
     checkpoint path must still exist to rebuild the model (its config names it).
 
     The part takes the frozen VQ-VAE itself (a part never loads a family); ``model/tokenizer=vq`` builds it with
-    `gensuite.checkpoint.vq_tokenizer`, which loads the checkpoint ``path`` through `gensuite.checkpoint.load_frozen`.
+    `gensuite.runs.checkpoint.vq_tokenizer`, which loads the checkpoint ``path`` through
+    `gensuite.runs.checkpoint.load_frozen`.
 
     Args:
         autoencoder: a trained VQ-VAE (``encode_codes``, ``decode_codes``, ``num_codes``, ``grid_size``,

@@ -2,7 +2,7 @@
 MASTER_PORT=... python train.py trainer=ddp trainer.num_nodes=<N>``).
 
 Each node resolves ``hydra.run.dir`` itself, and without a launcher's job id (SLURM, torchrun: see
-`gensuite.launch.run_stamp`) the folder is named after the local time, which differs from node to node: every
+`gensuite.cli.hydra_hooks.run_stamp`) the folder is named after the local time, which differs from node to node: every
 node > 0 used to leave a folder of its own holding only its ``.hydra/`` and ``train.log``. Here the nodes agree
 on node 0's name before Hydra makes any folder, over the address they are already given, ``MASTER_ADDR:MASTER_PORT``:
 

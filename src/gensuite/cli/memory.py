@@ -204,7 +204,7 @@ def out_of_memory_error(cfg, trainer: L.Trainer, model: L.LightningModule, datam
     """The `ConfigError` that ends a run which ran out of memory (see the module doc); probes when in training."""
     from omegaconf import OmegaConf
 
-    from gensuite.config import describe_key
+    from gensuite.cli.config import describe_key
     from gensuite.errors import ConfigError
 
     device = trainer.strategy.root_device

@@ -11,8 +11,9 @@ now holds the lock; the second stops with a `ConfigError` (exit 2) naming the ho
   in one line.
 - Only the global rank 0 takes it: Lightning's DDP relaunch starts ranks > 0 of the same run into rank 0's folder
   (with ``LOCAL_RANK`` / ``NODE_RANK`` set), torchrun sets ``RANK``, srun ``SLURM_PROCID``.
-- Re-entrant within a process: the Hydra callback (`gensuite.launch.OutputDirCheck`) takes it before Hydra writes
-  ``.hydra/`` and ``train.log`` into the folder, then `gensuite.train.prepare_output_dir` finds it already held.
+- Re-entrant within a process: the Hydra callback (`gensuite.cli.hydra_hooks.OutputDirCheck`) takes it before
+  Hydra writes ``.hydra/`` and ``train.log`` into the folder, then `gensuite.train.prepare_output_dir` finds it
+  already held.
 - Never through a link: the file is created with ``O_CREAT | O_EXCL`` or opened with ``O_NOFOLLOW``; a link
   planted at its name is a `ConfigError` and is left as found (`gensuite.safe_files.open_new_or_own`).
 """

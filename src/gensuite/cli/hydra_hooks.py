@@ -9,7 +9,7 @@ torchrun and SLURM.
 - torchrun / srun start every rank themselves; each would resolve ``${now:...}`` on its own clock. `run_stamp`
   (the ``gs_run_stamp`` resolver used in ``hydra.run.dir``) names the folder after the launcher's job id instead.
 - Several nodes started by hand (``NODE_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``, ``trainer.num_nodes``): each
-  node would name its folder after its own clock; `run_stamp` gives every node node 0's (`gensuite.nodes`).
+  node would name its folder after its own clock; `run_stamp` gives every node node 0's (`gensuite.runs.nodes`).
 """
 
 from __future__ import annotations
@@ -24,14 +24,14 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
+from gensuite.cli.precision import fast_precision
 from gensuite.errors import ConfigError
-from gensuite.precision import fast_precision
 
 
 def run_stamp(num_nodes=1) -> str:
     """A folder name every rank of one launch agrees on: ``GENSUITE_RUN_ID``, the SLURM job (and step), the
     torchrun run id, or else the local time: of this process, or, for the nodes of a ``trainer.num_nodes`` run
-    started by hand, node 0's (`gensuite.nodes`: node 0 hands it out at ``MASTER_ADDR:MASTER_PORT``)."""
+    started by hand, node 0's (`gensuite.runs.nodes`: node 0 hands it out at ``MASTER_ADDR:MASTER_PORT``)."""
     if os.environ.get("GENSUITE_RUN_ID"):
         return os.environ["GENSUITE_RUN_ID"]
     if os.environ.get("SLURM_JOB_ID") and os.environ.get("SLURM_NTASKS", "1") != "1":
@@ -46,8 +46,8 @@ def run_stamp(num_nodes=1) -> str:
 
 
 def nodes_stamp(own_stamp: str, num_nodes) -> str:
-    """``own_stamp``, or node 0's when this process is one node of several started by hand (`gensuite.nodes`)."""
-    from gensuite import nodes
+    """``own_stamp``, or node 0's when this process is one node of several started by hand (`gensuite.runs.nodes`)."""
+    from gensuite.runs import nodes
 
     where = nodes.manual_nodes(num_nodes)
     if where is None:
@@ -60,13 +60,13 @@ def nodes_stamp(own_stamp: str, num_nodes) -> str:
 
 
 def _node_subdir(num_nodes=1) -> str | None:
-    from gensuite.nodes import hydra_subdir
+    from gensuite.runs.nodes import hydra_subdir
 
     return hydra_subdir(num_nodes)
 
 
 def _node_log_suffix(num_nodes=1) -> str:
-    from gensuite.nodes import log_suffix
+    from gensuite.runs.nodes import log_suffix
 
     return log_suffix(num_nodes)
 
@@ -141,13 +141,13 @@ class OutputDirCheck(Callback):
         training = kwargs.get("config_name") == "train"
         self._check(config, "run", run_folder=training)
         if training:
-            # one run per folder: take the lock before Hydra writes .hydra/ and train.log (gensuite.run_lock)
-            from gensuite.run_lock import hold_run_folder
+            # one run per folder: take the lock before Hydra writes .hydra/ and train.log (gensuite.runs.lock)
+            from gensuite.runs.lock import hold_run_folder
 
             self._exit_on_error(hold_run_folder, str(config.hydra.run.dir))
 
     def on_run_end(self, config, **kwargs) -> None:
-        from gensuite.run_lock import release_all
+        from gensuite.runs.lock import release_all
 
         release_all()
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from omegaconf import DictConfig
 
-from gensuite.config import instantiate_checked
+from gensuite.cli.config import instantiate_checked
 from gensuite.errors import ConfigError
 from gensuite.families.options import SamplingOptions
 

@@ -30,7 +30,7 @@ TIP_PREFIX = "💡 Tip:"
 
 def build_loggers(cfg: DictConfig) -> list[Logger] | bool:
     """Every logger named under ``logger:`` (``logger.csv=null`` switches one off); False when none is left."""
-    from gensuite.config import instantiate_checked
+    from gensuite.cli.config import instantiate_checked
 
     node = cfg.get("logger")
     if not node:

@@ -3,7 +3,7 @@
 A checkpoint (or a sample file, or a config file) from someone else is untrusted input. Its tensors are read with
 ``torch.load(weights_only=True)``, which unpickles no code; but rebuilding the model means instantiating the
 ``_target_``s of its stored config, and instantiating a ``_target_`` runs code. A name-prefix check is not enough:
-Hydra resolves ``gensuite.checkpoint.os.system`` by walking attributes, so any name that *starts* with a trusted
+Hydra resolves ``gensuite.runs.checkpoint.os.system`` by walking attributes, so any name that *starts* with a trusted
 prefix reaches whatever that module imported. Hence, for every ``_target_`` in a stored config:
 
 1. the name must be one of an exact set — the ``_target_``s of the suite's own shipped configs for the groups a
@@ -12,7 +12,7 @@ prefix reaches whatever that module imported. Hence, for every ``_target_`` in a
 2. the object it resolves to must be one of the objects of that set (identity, not name);
 3. names under a prefix the user declared trusted (``GENSUITE_TRUSTED_MODULES=mypkg,otherpkg``: their own
    families and parts) must resolve to a class or function *defined* in that package (its ``__module__``), and
-   no name may hold a dunder — so ``mypkg.os.system`` is refused like ``gensuite.checkpoint.os.system``.
+   no name may hold a dunder — so ``mypkg.os.system`` is refused like ``gensuite.runs.checkpoint.os.system``.
    Declaring a package trusts its code: resolving ``mypkg.sub.Thing`` imports ``mypkg`` and ``mypkg.sub``, and
    whatever those modules do on import runs before the identity check. The suite's own package (and any prefix
    of it) cannot be declared: its names go through the exact set of 1. only.

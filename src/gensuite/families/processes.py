@@ -20,7 +20,7 @@ def sampler_choices() -> dict[str, tuple[str, ...]]:
     import yaml
     from hydra.utils import get_class
 
-    from gensuite.trust import config_dir
+    from gensuite import config_dir
 
     found: dict[str, list[str]] = {}
     for path in sorted((config_dir() / "sampler").glob("*.yaml")):

@@ -25,7 +25,7 @@ import lightning as L
 from gensuite import lightning_compat
 from gensuite.errors import ConfigError
 from gensuite.families.catalog import sampling_only_model_keys
-from gensuite.run_lock import is_global_rank_zero
+from gensuite.runs.lock import is_global_rank_zero
 
 APPLY = "applied"
 INEXACT = "applied; the run no longer matches an uninterrupted one"
