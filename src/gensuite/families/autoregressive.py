@@ -238,13 +238,7 @@ class Autoregressive(GenerativeModule):
         )  # fmt: skip
 
     @torch.no_grad()
-    def sample(
-        self,
-        n: int,
-        generator: torch.Generator | None = None,
-        labels: torch.Tensor | None = None,
-        options: TokenSampling | None = None,
-    ) -> torch.Tensor:
+    def sample(self, n: int, generator=None, labels=None, options: TokenSampling | None = None) -> torch.Tensor:
         """Images ``(n, C, H, W)`` in [0, 1] (image tokenizers) or token ids ``(n, text_length)`` (text); a
         conditional model draws class ``labels`` ``(n,)`` (default: balanced)."""
         if self.is_text:

@@ -154,13 +154,7 @@ class GAN(GenerativeModule):
         return torch.tanh(raw)
 
     @torch.no_grad()
-    def sample(
-        self,
-        n: int,
-        generator: torch.Generator | None = None,
-        labels: torch.Tensor | None = None,
-        options: GANOptions | None = None,
-    ) -> torch.Tensor:
+    def sample(self, n: int, generator=None, labels=None, options: GANOptions | None = None) -> torch.Tensor:
         """``n`` images in [0, 1], ``(n, C, H, W)``; a conditional GAN takes ``labels`` (default: balanced)."""
         z = self.latents(n, generator, self.options_or_default(options).truncation)
         return to_unit(self.generate(z, self.labels_for(n, labels)), clamp=False)

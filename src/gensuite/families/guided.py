@@ -63,13 +63,7 @@ class NoiseToData(GenerativeModule):
         raise NotImplementedError
 
     @torch.no_grad()
-    def sample(
-        self,
-        n: int,
-        generator: torch.Generator | None = None,
-        labels: torch.Tensor | None = None,
-        options: Guidance | None = None,
-    ) -> torch.Tensor:
+    def sample(self, n: int, generator=None, labels=None, options: Guidance | None = None) -> torch.Tensor:
         """``n`` images in [0, 1] with the model's sampler; a conditional model is given balanced labels
         (`sample_labels`) unless ``labels`` ``(n,)`` are given, and guides with ``options.guidance_scale``
         (default: the model's)."""

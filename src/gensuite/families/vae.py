@@ -279,13 +279,7 @@ class VAE(GenerativeModule):
             for name in ("gmm_logits", "gmm_means", "gmm_tril"):
                 getattr(self, name).copy_(trainer.strategy.broadcast(getattr(self, name), src=0))
 
-    def prior_sample(
-        self,
-        n: int,
-        generator: torch.Generator | None = None,
-        labels: torch.Tensor | None = None,
-        options: VAEOptions | None = None,
-    ) -> torch.Tensor:
+    def prior_sample(self, n: int, generator=None, labels=None, options: VAEOptions | None = None) -> torch.Tensor:
         """``n`` latents from the sampling prior (``options.prior``), ``(n, latent_dim)``, their spread scaled by
         ``options.temperature`` (a conditional VAE's mixture prior: each from its label's mixture)."""
         options = self.options_or_default(options)
@@ -298,13 +292,7 @@ class VAE(GenerativeModule):
         return self.gmm_means[group, comp] + options.temperature * (tril @ eps.unsqueeze(-1)).squeeze(-1)
 
     @torch.no_grad()
-    def sample(
-        self,
-        n: int,
-        generator: torch.Generator | None = None,
-        labels: torch.Tensor | None = None,
-        options: VAEOptions | None = None,
-    ) -> torch.Tensor:
+    def sample(self, n: int, generator=None, labels=None, options: VAEOptions | None = None) -> torch.Tensor:
         """``n`` images in [0, 1] ``(n, C, H, W)``; a conditional VAE takes ``labels`` (default: balanced)."""
         labels = self._labels(self.labels_for(n, labels), n)
         z = self.prior_sample(n, generator, labels, options)
