@@ -352,7 +352,7 @@ def test_claims_and_crossings_over_the_budget_points(tmp_path):
     assert best.sentence == "no from 1 min to 2 min, yes from 4 min" and best.flips
     assert not checks["diffusion", "slow sampling"].flips
     (column, a, b, x), *_ = s.crossings()
-    assert (a, b) == ("vae", "diffusion") and 120 < x.at < 240 and x.share == 1.0 and x.interval is not None
+    assert {a, b} == {"vae", "diffusion"} and 120 < x.at < 240 and x.share == 1.0 and x.interval is not None
     assert across([(60.0, "no"), (120.0, UNDECIDED), (240.0, "yes"), (480.0, "yes")]) == (
         "no at 1 min, undecided at 2 min, yes from 4 min"
     )
@@ -361,7 +361,7 @@ def test_claims_and_crossings_over_the_budget_points(tmp_path):
     assert (
         "| diffusion | best quality, slow sampling | best quality | no from 1 min to 2 min, yes from 4 min (flips" in md
     )
-    assert "| FID (classifier) ↓ | vae − diffusion |" in md and "![Curves over the training clock](curves.png)" in md
+    assert "| FID (classifier) ↓ | diffusion − vae |" in md and "![Curves over the training clock](curves.png)" in md
     # parallel curves: no crossing
     parallel = budget_runs({"vae": [[20.0, 15.0, 13.0, 12.0]] * 2, "gan": [[21.0, 16.0, 14.0, 13.0]] * 2})
     parallel[0].budgets[60.0][space_key("fid", "classifier")] += 0.1  # some spread

@@ -17,8 +17,9 @@ from gensuite.cli.sampling import apply_sampler, options_from
 from gensuite.cli.sweep import parse_sweep, quote_sweep
 from gensuite.errors import ConfigError
 from gensuite.eval import evaluate
-from gensuite.families.catalog import builtin_knobs, sampling_only_model_keys
+from gensuite.families.catalog import builtin_families, builtin_knobs, sampling_only_model_keys
 from gensuite.families.draw import draw
+from gensuite.families.options import Guidance
 from gensuite.runs.checkpoint import load_model
 from gensuite.runs.resume import _SAMPLING
 from gensuite.sample import sample
@@ -143,7 +144,9 @@ def test_the_yaml_and_resume_read_the_declared_knobs():
         assert set(yaml.safe_load((conf / name).read_text())["sampling"]) == set(declared), name
     assert {"temperature", "top_k", "top_p", "guidance_scale", "truncation"} <= set(sampling_only_model_keys())
     assert set(sampling_only_model_keys()) <= set(_SAMPLING) and "prior" not in _SAMPLING
-    assert declared["guidance_scale"].keys() == {"diffusion", "flow_matching"}  # one mechanism for both
+    assert {"diffusion", "flow_matching"} <= declared["guidance_scale"].keys()
+    guided = {cls.Options for cls in builtin_families() if "guidance_scale" in cls.Options.knobs()}
+    assert guided == {Guidance}  # one mechanism for every guided family
 
 
 def test_labels_reach_the_samples(ckpts, tmp_path):
