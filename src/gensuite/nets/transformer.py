@@ -198,7 +198,7 @@ class Transformer(nn.Module):
         mlp_ratio: hidden units of the MLP per unit of width.
         dropout: on residual branches and embeddings (training only).
         attn_dropout: on attention weights. Off by default: on CPU it draws a (B, heads, T, T) mask and forces
-            the slow attention path (measured: ~15% of a training step).
+            the slow attention path.
         positions: ``rope`` (rotary; no parameters) or ``learned`` (an embedding per position).
         tie_weights: the output layer reuses the token embedding matrix.
         bias: biases in the linear layers and layer norms.
