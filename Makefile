@@ -8,7 +8,7 @@ ARGS ?=
 # every family that trains from nothing, from conf/model/ (gensuite.registry; latent_diffusion needs a VAE's checkpoint)
 FAMILIES ?= $(shell $(PY) -m gensuite.registry)
 
-.PHONY: help install train test smoke test-all lint format bench compare tensorboard clean
+.PHONY: help install train test smoke test-all lint format bench compare photos tensorboard clean
 .DEFAULT_GOAL := help
 
 help:  ## this list: every target with its one-line description
@@ -46,6 +46,9 @@ bench: install  ## benchmarks: printed figures, never asserted
 
 compare: install  ## every family, same data, same budget: report.md / report.html
 	$(PY) compare.py $(ARGS)
+
+photos: install  ## a colour image folder built offline: data/photos32, 5000 32 px patches of sklearn's photographs
+	$(PY) -m gensuite.data.photo_patches data/photos32 $(ARGS)
 
 tensorboard: install  ## TensorBoard over logs/
 	$(VENV)/bin/tensorboard --logdir logs
