@@ -32,12 +32,61 @@ def hms(seconds: float) -> str:
 RECORD = "compare.json"  # <out>/compare.json: the settings the runs under <out>/runs were launched with
 
 
-def families_and_seeds(cfg: DictConfig) -> tuple[list[str], list[int]]:
-    families = registry.chosen(cfg.families)
+def families_and_seeds(cfg: DictConfig) -> tuple[list[str], list[str]]:
+    """The comparison's entries (families of conf/model/, and the two-stage entries of ``stages:``; ``all``: every
+    family that trains from nothing, then every staged entry) and its seeds."""
+    staged = stages(cfg)
+    value = cfg.families
+    if value == registry.ALL:
+        families = [*registry.chosen(value), *staged]
+    else:
+        picked = [str(value)] if isinstance(value, str) else [str(f) for f in value]
+        plain = [f for f in picked if f not in staged]
+        if plain or not picked:
+            registry.chosen(plain)  # unknown names and an empty list: a ConfigError naming families
+        families = picked
     seeds = list(range(1, int(cfg.seeds) + 1))
     if not seeds:
         raise ConfigError(f"seeds must be >= 1, got {cfg.seeds}", keys=("seeds",), fix="seeds=1")
     return families, seeds
+
+
+def stages(cfg: DictConfig) -> dict[str, dict]:
+    """``stages:`` of conf/compare.yaml, checked: entry -> {first, then, share, overrides}."""
+    from omegaconf import OmegaConf
+
+    node = cfg.get("stages") or {}
+    out = OmegaConf.to_container(node, resolve=False) if not isinstance(node, dict) else dict(node)
+    known = registry.names()
+    for name, spec in out.items():
+        where = f"stages.{name}"
+        if not isinstance(spec, dict) or any(spec.get(k) not in known for k in ("first", "then")):
+            raise ConfigError(
+                f"{where} needs first: and then:, each a family of conf/model/ ({', '.join(known)})",
+                keys=(where,),
+                fix=f"{where}: {{first: vqvae, then: transformer, share: 0.333, overrides: [...]}}",
+            )
+        share = spec.get("share", 1 / 3)
+        if not isinstance(share, (int, float)) or not 0 < float(share) < 1:
+            raise ConfigError(
+                f"{where}.share={share}: stage 1's share of the budget must lie strictly between 0 and 1",
+                keys=(f"{where}.share",),
+                fix=f"{where}.share=0.333",
+            )
+        if name in known:
+            raise ConfigError(
+                f"stages.{name} has the name of a family of conf/model/", keys=(where,), fix="give it another name"
+            )
+        out[name] = {**spec, "share": float(share), "overrides": [str(o) for o in spec.get("overrides") or []]}
+    return out
+
+
+def stage1_folder(out: Path, entry: str, seed: int) -> Path:
+    """Where stage 1 of the staged ``entry`` trains, outside ``runs/`` (the report reads only the finished pairs)."""
+    return out / "stages" / f"{entry}-seed{seed}"
+
+
+STAGE1_KEYS = {"model": "stage1/model", "seconds": "stage1/train_s", "ckpt": "stage1/ckpt", "share": "stage1/share"}
 
 
 def run_folder(out: Path, family: str, seed: int) -> Path:
@@ -48,15 +97,72 @@ def run_folder(out: Path, family: str, seed: int) -> Path:
 def train_args(
     cfg: DictConfig, out: Path, families: list[str] | None = None, seeds: list[int] | None = None
 ) -> list[str]:
-    """The multirun's command line: families × seeds (all of the comparison's unless given), the equal budget,
-    validation on the same clock, one stable folder per run, resuming what a killed comparison left."""
+    """The multirun's command line: families × seeds (all of the comparison's unless given; staged entries are
+    left to `stage_args`), the equal budget, validation on the same clock, one stable folder per run, resuming
+    what a killed comparison left."""
     every_family, every_seed = families_and_seeds(cfg)
+    staged = stages(cfg)
     return [
         "-m",
-        f"model={','.join(families or every_family)}",
+        f"model={','.join(f for f in families or every_family if f not in staged)}",
         f"seed={','.join(map(str, seeds or every_seed))}",
         *run_settings(cfg, out),
     ]
+
+
+def stage_args(cfg: DictConfig, out: Path, entry: str, seeds: list[int]) -> tuple[list[str], list[str]]:
+    """The two multiruns of a staged entry (``stages.<entry>``): stage 1 (``first``) for ``share`` of the budget
+    into ``<out>/stages/<entry>-seed<seed>``, then stage 2 (``then``) for the rest into
+    ``<out>/runs/<entry>-seed<seed>``, reading stage 1's ``checkpoints/last.ckpt`` where its ``overrides`` say
+    ``{ckpt}``."""
+    if budget_seconds(cfg):
+        raise ConfigError(
+            f"families: {entry} trains in two stages, and budgets= (points of one training clock) does not yet "
+            "split over two",
+            keys=("budgets",),
+            fix=f"budgets=null with {entry}, or leave {entry} out of families",
+        )
+    spec, total = stages(cfg)[entry], seconds(cfg.max_time)
+    first = total * spec["share"]
+    head = [f"seed={','.join(map(str, seeds))}", f"hydra.sweep.subdir={entry}-seed${{seed}}"]
+    ckpt = f"{out / 'stages' / entry}-seed${{seed}}/checkpoints/last.ckpt"  # Hydra resolves ${seed} per job
+    one = [a for a in run_settings(cfg, out, max_time=hms(first)) if not a.startswith("hydra.sweep.")]
+    two = [a for a in run_settings(cfg, out, max_time=hms(total - first)) if not a.startswith("hydra.sweep.subdir")]
+    return (
+        ["-m", f"model={spec['first']}", *head, f"hydra.sweep.dir={out / 'stages'}", *one],
+        ["-m", f"model={spec['then']}", *head, *two, *(o.replace("{ckpt}", ckpt) for o in spec["overrides"])],
+    )
+
+
+def seconds(time: str) -> float:
+    """Lightning's ``DD:HH:MM:SS`` as seconds."""
+    try:
+        d, h, m, s = (float(p) for p in str(time).split(":"))
+    except ValueError:
+        raise ConfigError(f"max_time={time}: not DD:HH:MM:SS", keys=("max_time",), fix="max_time=00:00:06:00") from None
+    return ((d * 24 + h) * 60 + m) * 60 + s
+
+
+def mark_staged(out: Path, entry: str, spec: dict, seed: int) -> None:
+    """Name stage 1 in the finished staged run's ``metrics.json``: the entry as its family, stage 1's model,
+    training seconds and checkpoint (``stage1/*``), and its ``time/train_s`` as both stages' training."""
+    from gensuite.record import FAMILY_KEY, PARTS_KEY, TRAIN_SECONDS_KEY, read_record, write_record
+
+    path = run_folder(out, entry, seed) / "metrics.json"
+    metrics = read_record(path)
+    if STAGE1_KEYS["model"] in metrics:
+        return
+    first = read_record(stage1_folder(out, entry, seed) / "metrics.json")
+    s1 = float(first.get(TRAIN_SECONDS_KEY, 0.0))
+    ckpt = stage1_folder(out, entry, seed) / "checkpoints" / "last.ckpt"
+    metrics.update({
+        STAGE1_KEYS["model"]: spec["first"], STAGE1_KEYS["seconds"]: s1, STAGE1_KEYS["ckpt"]: str(ckpt),
+        STAGE1_KEYS["share"]: spec["share"], "stage2/train_s": metrics.get(TRAIN_SECONDS_KEY),
+        FAMILY_KEY: entry, TRAIN_SECONDS_KEY: s1 + float(metrics.get(TRAIN_SECONDS_KEY, 0.0)),
+        PARTS_KEY: f"{spec['then']} on {spec['first']} (stage 1 = {s1 / 60:.1f} min of training); "
+        + str(metrics.get(PARTS_KEY, "")),
+    })  # fmt: skip
+    write_record(path, metrics, "out", out)
 
 
 def budget_seconds(cfg: DictConfig) -> list[float]:
@@ -77,12 +183,12 @@ def budget_seconds(cfg: DictConfig) -> list[float]:
     return sorted(60 * m for m in minutes)
 
 
-def run_settings(cfg: DictConfig, out: Path) -> list[str]:
+def run_settings(cfg: DictConfig, out: Path, max_time: str | None = None) -> list[str]:
     """Every override of the runs except the family and the seed: what makes two runs comparable. With
     ``budgets=``, one run per family and seed to the largest budget (its ``trainer.max_time``), evaluated and
-    saved at every point (`gensuite.callbacks.evaluation.BudgetPoints`)."""
+    saved at every point (`gensuite.callbacks.evaluation.BudgetPoints`). ``max_time``: a stage's own share."""
     points = budget_seconds(cfg)
-    budget = hms(points[-1]) if points else cfg.max_time
+    budget = max_time or (hms(points[-1]) if points else cfg.max_time)
     with_points = [
         "+callbacks.budget_points._target_=gensuite.callbacks.evaluation.BudgetPoints",
         "+callbacks.budget_points.seconds=[" + ",".join(f"{p:g}" for p in points) + "]",
@@ -154,27 +260,49 @@ def remaining(cfg: DictConfig, out: Path) -> dict[tuple[int, ...], list[str]]:
 
 
 def run_families(cfg: DictConfig, out: Path) -> tuple[Path, str]:
-    """Train every family (x seeds) as a Hydra multirun of train.py into ``out/runs``: the runs that have not
-    finished, each resumed from its checkpoint where it has one (see the module's docstring)."""
+    """Train every family (x seeds) as a Hydra multirun of train.py into ``out/runs``, and every staged entry as
+    two (`stage_args`): the runs that have not finished, each resumed from its checkpoint where it has one (see
+    the module's docstring)."""
     families, seeds = families_and_seeds(cfg)
-    check_settings(out, run_settings(cfg, out))
-    command = "python -m gensuite train " + " ".join(train_args(cfg, out))
+    staged = {f: spec for f, spec in stages(cfg).items() if f in families}
+    settings = run_settings(cfg, out)
+    check_settings(out, settings + [f"stages.{f}={json.dumps(spec, sort_keys=True)}" for f, spec in staged.items()])
+    commands = ["python -m gensuite train " + " ".join(train_args(cfg, out))] if set(families) - set(staged) else []
+    for entry in staged:
+        commands += ["python -m gensuite train " + " ".join(a) for a in stage_args(cfg, out, entry, seeds)]
     todo = remaining(cfg, out)
     done = len(families) * len(seeds) - sum(len(f) * len(s) for s, f in todo.items())
     if done:
         print(f"[gensuite] compare: {done} finished run(s) in {out / 'runs'} kept", flush=True)
     for missing, group in todo.items():
-        args = train_args(cfg, out, group, list(missing))
-        print(f"[gensuite] compare: python -m gensuite train {' '.join(args)}", flush=True)
-        print(f"[gensuite] compare: interrupted? the same command with out={out} continues", flush=True)
-        proc = subprocess.run([sys.executable, "-m", "gensuite", "train", *args])
-        if proc.returncode != 0:
-            raise DataError(
-                f"the comparison runs failed (exit {proc.returncode}); finished runs are in {out / 'runs'}",
-                fix=f"continue: the same compare.py command with out={out}; or the report on what finished: "
-                f"python compare.py runs={out / 'runs'}",
-            )
-    return out / "runs", command
+        multiruns = [train_args(cfg, out, group, list(missing))] if set(group) - set(staged) else []
+        for entry in (f for f in group if f in staged):
+            first = [s for s in missing if not _finished(stage1_folder(out, entry, s))]
+            multiruns += [stage_args(cfg, out, entry, first)[0]] if first else []
+            multiruns.append(stage_args(cfg, out, entry, list(missing))[1])
+        for args in multiruns:
+            _train(args, out)
+    for entry, spec in staged.items():
+        for seed in seeds:
+            if _finished(run_folder(out, entry, seed)):
+                mark_staged(out, entry, spec, seed)
+    return out / "runs", " && ".join(commands)
+
+
+def _finished(folder: Path) -> bool:
+    return (folder / "metrics.json").is_file()
+
+
+def _train(args: list[str], out: Path) -> None:
+    print(f"[gensuite] compare: python -m gensuite train {' '.join(args)}", flush=True)
+    print(f"[gensuite] compare: interrupted? the same command with out={out} continues", flush=True)
+    proc = subprocess.run([sys.executable, "-m", "gensuite", "train", *args])
+    if proc.returncode != 0:
+        raise DataError(
+            f"the comparison runs failed (exit {proc.returncode}); finished runs are in {out / 'runs'}",
+            fix=f"continue: the same compare.py command with out={out}; or the report on what finished: "
+            f"python compare.py runs={out / 'runs'}",
+        )
 
 
 def curve_command(run: Run, args: str) -> list[str]:
