@@ -155,11 +155,12 @@ def mark_staged(out: Path, entry: str, spec: dict, seed: int) -> None:
     first = read_record(stage1_folder(out, entry, seed) / "metrics.json")
     s1 = float(first.get(TRAIN_SECONDS_KEY, 0.0))
     ckpt = stage1_folder(out, entry, seed) / "checkpoints" / "last.ckpt"
+    took = f"{s1 / 60:.1f} min" if s1 >= 60 else f"{s1:.0f} s"
     metrics.update({
         STAGE1_KEYS["model"]: spec["first"], STAGE1_KEYS["seconds"]: s1, STAGE1_KEYS["ckpt"]: str(ckpt),
         STAGE1_KEYS["share"]: spec["share"], "stage2/train_s": metrics.get(TRAIN_SECONDS_KEY),
         FAMILY_KEY: entry, TRAIN_SECONDS_KEY: s1 + float(metrics.get(TRAIN_SECONDS_KEY, 0.0)),
-        PARTS_KEY: f"{spec['then']} on {spec['first']} (stage 1 = {s1 / 60:.1f} min of training); "
+        PARTS_KEY: f"{spec['then']} on {spec['first']} (stage 1 = {took} of training); "
         + str(metrics.get(PARTS_KEY, "")),
     })  # fmt: skip
     write_record(path, metrics, "out", out)
