@@ -60,7 +60,7 @@ def test_report_has_every_section(runs_folder, tmp_path):
         "Reproduce",
     ):
         assert section in md, section
-    for figure in ("samples.png", "fid_vs_time.png", "throughput.png", "pareto.png"):
+    for figure in ("samples.png", "fid_vs_time.png", "throughput.png", "quality_vs_cost.png"):
         assert (tmp_path / "report" / figure).stat().st_size > 1000
     page = paths["report.html"].read_text()
     assert page.count("data:image/png;base64,") == 4 and "<table>" in page  # self-contained: opens offline

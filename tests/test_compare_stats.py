@@ -236,11 +236,12 @@ def test_report_from_records_without_training(tmp_path):
     assert md.index("## Common wisdom, measured") < md.index("## Results")  # the claims open the report
     assert "| FID (classifier) ↓ | diffusion − vae |" in md and "significant (diffusion better)" in md
     assert "Kendall's tau, classifier vs ssl: +1.00" in md and "Same order in every feature space: yes" in md
-    assert "Pareto front (no family both faster and better): vae, diffusion." in md
-    assert "![Quality against sampling speed](pareto.png)" in md and paths["pareto"].stat().st_size > 1000
+    assert "Pareto front (no other point both faster and better): vae default, diffusion default." in md
+    assert "![Quality against sampling cost](quality_vs_cost.png)" in md
+    assert paths["quality_vs_cost"].stat().st_size > 1000
     assert "## Trade-off curves" in md and "| 0.6 | 14.1 | 0.7 |" in md
     assert "<h2>Verdicts: every pair of families</h2>" in page and "Same order in every feature space: yes" in page
-    assert page.count("data:image/png;base64,") == 3  # final FIDs, throughput, Pareto: no sample grid or sweep.png
+    assert page.count("data:image/png;base64,") == 3  # final FIDs, throughput, cost: no sample grid or sweep.png
     header = paths["results.csv"].read_text().splitlines()[0]
     assert "FID (classifier) ↓ ci95" in header and "density (classifier) ↑" in header
     assert "KID floor (classifier)" in header
@@ -255,7 +256,7 @@ def test_one_seed_reports_no_interval(tmp_path):
 
 
 # -- the curves ----------------------------------------------------------------------------------------------------
-def test_curves_run_eval_sweeps_once_per_family(tmp_path, monkeypatch):
+def test_curves_run_eval_sweeps_once_per_run(tmp_path, monkeypatch):
     runs = []
     for family in ("vae", "gan", "gan"):
         path = tmp_path / f"{family}-{len(runs)}"
@@ -268,11 +269,10 @@ def test_curves_run_eval_sweeps_once_per_family(tmp_path, monkeypatch):
     monkeypatch.setattr(runner.subprocess, "run", lambda cmd: calls.append(cmd) or subprocess.CompletedProcess(cmd, 0))
     args = OmegaConf.to_container(OmegaConf.load(config_dir() / "compare.yaml").curve_args)
     notes = runner.run_curves(runs, {**args, "vae": args["vae"]})
-    assert notes == [] and len(calls) == 1  # gan once (its first seed); vae's curve exists
+    assert notes == [] and len(calls) == 2  # gan on each seed; vae's curve exists
     assert calls[0][1:4] == ["-m", "gensuite", "eval"]
-    assert calls[0][4:] == [
-        f"ckpt_path={runs[1].path / 'checkpoints' / 'last.ckpt'}",
-        "sweep=sampling.truncation=0.5,1,2",
+    assert [c[4:] for c in calls] == [
+        [f"ckpt_path={r.path / 'checkpoints' / 'last.ckpt'}", "sweep=sampling.truncation=0.5,1,2"] for r in runs[1:]
     ]
     assert runner.run_curves(runs, {"vae": args["vae"]}) == ["gan: no curve_args.gan, no curve"]
 

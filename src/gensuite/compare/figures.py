@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import numpy as np
+
 from gensuite.compare.columns import SAMPLING, family_color, fid
 from gensuite.compare.runs import Run
 from gensuite.compare.summary import Summary
@@ -103,36 +105,65 @@ def plot_throughput(s: Summary, out: Path) -> Path | None:
     return _save(fig, out / "throughput.png")
 
 
-def plot_pareto(s: Summary, out: Path) -> Path | None:
-    """Headline FID against sampling seconds per image (log), 95 % intervals as error bars (inside the range:
-    `gensuite.compare.stats.estimate`), the Pareto front (no family both faster and better) joined by a line."""
-    points, front = s.pareto()
+def _plain_log_ticks(axis, estimates) -> None:
+    """Ticks of a log axis as plain numbers (FID 10, 20, 50; 0.001 s), at 1, 2 and 5 of each decade where the
+    values span one, else matplotlib's own (a narrow range gets ticks inside it)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ends = [x for e in estimates for x in (e.interval or (e.mean, e.mean))]
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
+    if max(ends) / min(ends) >= 10:
+        axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        axis.set_minor_formatter(NullFormatter())
+    else:
+        axis.set_minor_formatter(plain)
+    axis.set_major_formatter(plain)
+
+
+def plot_quality_vs_cost(s: Summary, out: Path) -> Path | None:
+    """Headline FID against sampling seconds per image (both log), one line per family along its knob (a lone
+    point: a family without a trade-off curve), each point labelled by its knob value, 95 % intervals over seeds
+    as error bars on both axes, and the Pareto front of all points (circled, joined by a dashed line)."""
+    points = s.cost_points()
     if not points:
         return None
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    for family, (t, q) in points.items():
+    fig, ax = plt.subplots(figsize=(7.2, 4.8))
+    lines: dict[tuple[str, str], list] = {}
+    for p in points:
+        lines.setdefault((p.family, p.knob), []).append(p)
+    for (family, knob), line in lines.items():
+        color = family_color(family)
         ax.errorbar(
-            [t.mean],
-            [q.mean],
-            xerr=[[_err(t)[0]], [_err(t)[1]]],
-            yerr=[[_err(q)[0]], [_err(q)[1]]],
-            fmt="o",
-            ms=9 if family in front else 6,
-            mfc=family_color(family) if family in front else "white",
-            color=family_color(family),
+            [p.seconds.mean for p in line],
+            [p.fid.mean for p in line],
+            xerr=np.transpose([_err(p.seconds) for p in line]),
+            yerr=np.transpose([_err(p.fid) for p in line]),
+            fmt="o-",
+            ms=5,
+            color=color,
             capsize=3,
-            label=family + (" (Pareto front)" if family in front else ""),
+            label=f"{family}: {knob}" if knob else f"{family} (its own setting)",
         )
-    if len(front) > 1:
-        ax.plot([points[f][0].mean for f in front], [points[f][1].mean for f in front], "k--", lw=1, alpha=0.6)
+        for p in line:
+            label = p.value if knob else "default"
+            ax.annotate(label, (p.seconds.mean, p.fid.mean), xytext=(4, 4), textcoords="offset points", fontsize=7,
+                        color=color)  # fmt: skip
+    front = sorted((p for p in points if p.on_front), key=lambda p: p.seconds.mean)
+    # the front's staircase: below and left of it no point was measured
+    ax.step([p.seconds.mean for p in front], [p.fid.mean for p in front], "k--", where="post", lw=1, alpha=0.6)
+    ax.scatter([p.seconds.mean for p in front], [p.fid.mean for p in front], s=160, facecolors="none",
+               edgecolors="k", lw=1.2, label="Pareto front", zorder=3)  # fmt: skip
     ax.set_xscale("log")
+    ax.set_yscale("log")
+    _plain_log_ticks(ax.xaxis, [p.seconds for p in points])
+    _plain_log_ticks(ax.yaxis, [p.fid for p in points])
     ax.set_xlabel("sampling time per image (s, log scale)")
-    ax.set_ylabel(f"FID ({s.headline}) ↓")
-    ax.set_title("quality against sampling speed (filled: Pareto front)")
+    ax.set_ylabel(f"FID ({s.headline}) ↓, log scale")
+    ax.set_title("quality against sampling cost (circled: the Pareto front)")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
-    return _save(fig, out / "pareto.png")
+    ax.legend(fontsize=7)
+    return _save(fig, out / "quality_vs_cost.png")
 
 
 def plot_curves(s: Summary, out: Path) -> Path | None:

@@ -134,14 +134,7 @@ def blocks(s: Summary, claims: dict, figs: dict[str, Path | None], command: str 
         notes.append(f"Reproduce: `{command}`")
     out += [Block("h2", "Results"), Block("table", header=header, rows=rows), Block("list", items=notes)]
 
-    # -- quality against speed ---------------------------------------------------------------------------------
-    _, front = s.pareto()
-    if figs.get("pareto"):
-        out += [
-            Block("h2", "Quality against sampling speed"),
-            Block("p", "Pareto front (no family both faster and better): " + ", ".join(front) + "."),
-            Block("img", "Quality against sampling speed", path=figs["pareto"]),
-        ]
+    out += cost_blocks(s, figs.get("quality_vs_cost"))
 
     # -- agreement of the feature spaces -----------------------------------------------------------------------
     ranks = s.rankings()
@@ -196,12 +189,45 @@ def blocks(s: Summary, claims: dict, figs: dict[str, Path | None], command: str 
         for family, sw in sweeps:
             names = [k for k in sw.rows[0]] if sw.rows else []
             out += [
-                Block("p", f"{family}: {sw.knob} (from {sw.folder})"),
+                Block("p", f"{family}: {sw.knob}, its first seed (from {sw.folder})"),
                 Block("table", header=names, rows=[[r.get(k, "") for k in names] for r in sw.rows]),
             ]
             if sw.plot:
                 out.append(Block("img", f"{family}: {sw.knob}", path=sw.plot))
     return out
+
+
+def cost_blocks(s: Summary, figure: Path | None) -> list[Block]:
+    """Headline FID against sampling seconds per image, each family along its knob: the figure, the Pareto front
+    named, and one row per point."""
+    points = s.cost_points()
+    if not points:
+        return []
+    front = [p for p in sorted(points, key=lambda p: p.seconds.mean) if p.on_front]
+    curves = sorted({p.family for p in points if p.knob})
+    rows = [
+        [p.family, p.setting, cell(p.seconds, ".3g"), cell(p.fid, ".2f"), "yes" if p.on_front else "no"] for p in points
+    ]
+    return [
+        Block("h2", "Quality against sampling cost"),
+        Block(
+            "p",
+            f"Headline FID (`{s.headline}`) against sampling seconds per image at the final budget, "
+            + (
+                f"each of {', '.join(curves)} along its knob (`curve_args`: `eval.py sweep=` on every seed's "
+                "last checkpoint), the other families at their runs' own setting (default). "
+                if curves
+                else "every family at its runs' own setting (default; `curves=true` adds each family's knob). "
+            )
+            + "Mean over seeds [95 % interval]. Pareto front (no other point both faster and better): "
+            + ", ".join(p.name for p in front)
+            + ".",
+        ),
+        *([Block("img", "Quality against sampling cost", path=figure)] if figure else []),
+        Block(
+            "table", header=["family", "knob value", "s / sample", f"FID ({s.headline}) ↓", "Pareto front"], rows=rows
+        ),  # fmt: skip
+    ]
 
 
 def curve_blocks(s: Summary, claims: dict, figure: Path | None) -> list[Block]:
@@ -365,7 +391,7 @@ def build_report(
         "samples": figures.plot_samples(runs, out),
         "fid_vs_time": figures.plot_fid_vs_time(s, out),
         "throughput": figures.plot_throughput(s, out),
-        "pareto": figures.plot_pareto(s, out),
+        "quality_vs_cost": figures.plot_quality_vs_cost(s, out),
         "curves": figures.plot_curves(s, out),
     }
     body = blocks(s, default_claims() if claims is None else claims, figs, command)

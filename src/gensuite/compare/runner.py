@@ -1,6 +1,7 @@
 """Making the runs: every family × seed as one Hydra multirun of ``python -m gensuite train`` under one equal time
 budget, into ``<out>/runs/<family>-seed<seed>`` (with the feature networks cached in ``<out>/cache``); and, with
-``curves=true``, one ``python -m gensuite eval ... sweep=...`` per family on its first seed's last checkpoint.
+``curves=true``, one ``python -m gensuite eval ... sweep=...`` per run on its last checkpoint (every seed: an
+interval over seeds at each knob value).
 
 An interrupted comparison continues: run again with the same ``out=``, it keeps every run that finished (its
 ``metrics.json`` is there) and launches only the others, each with ``auto_resume=true`` so that a run killed midway
@@ -311,22 +312,36 @@ def curve_command(run: Run, args: str) -> list[str]:
     return [sys.executable, "-m", "gensuite", "eval", f"ckpt_path={run.checkpoint}", *shlex.split(args)]
 
 
+def sweep_knob(family: str, args: str) -> str:
+    """The knob ``curve_args.<family>`` sweeps: ``sampler=ddim sweep=sampler.steps=5,10`` -> ``sampler.steps``."""
+    for arg in shlex.split(args):
+        if arg.startswith("sweep="):
+            return arg[len("sweep=") :].strip("'\"").partition("=")[0]
+    raise ConfigError(
+        f"curve_args.{family}={args!r} sweeps no knob",
+        keys=(f"curve_args.{family}",),
+        fix=f"e.g. curve_args.{family}='sweep=sampling.temperature=0.6,0.8,1.0' (eval.py's sweep= argument)",
+    )
+
+
 def run_curves(runs: list[Run], curve_args: dict) -> list[str]:
-    """One trade-off curve per family (first seed), unless its sweep folder is there already. Returns notes on
-    the families that got none."""
+    """One trade-off curve per run, every seed of a family (each knob value then has an interval over seeds),
+    unless the run has that knob's sweep folder already. Returns notes on the families and runs that got none."""
     notes = []
     for family, group in by_family(runs).items():
-        run, args = group[0], (curve_args or {}).get(family)
+        args = (curve_args or {}).get(family)
         if not args:
             notes.append(f"{family}: no curve_args.{family}, no curve")
             continue
-        if run.checkpoint is None:
-            notes.append(f"{family}: no checkpoints/last.ckpt in {run.path}, no curve")
-            continue
-        if run.sweeps():  # made before (a report re-rendered): reuse it
-            continue
-        cmd = curve_command(run, str(args))
-        print(f"[gensuite] compare curve: {shlex.join(cmd[1:])}", flush=True)
-        if subprocess.run(cmd).returncode != 0:
-            notes.append(f"{family}: the sweep failed ({args})")
+        knob = sweep_knob(family, str(args))
+        for run in group:
+            if run.checkpoint is None:
+                notes.append(f"{family}: no checkpoints/last.ckpt in {run.path}, no curve")
+                continue
+            if run.has_sweep(knob):  # made before (a report re-rendered, a comparison continued): reuse it
+                continue
+            cmd = curve_command(run, str(args))
+            print(f"[gensuite] compare curve: {shlex.join(cmd[1:])}", flush=True)
+            if subprocess.run(cmd).returncode != 0:
+                notes.append(f"{family}: the sweep of {run.path.name} failed ({args})")
     return notes

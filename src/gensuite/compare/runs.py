@@ -1,6 +1,7 @@
 """Reading finished runs: each run folder's ``metrics.json``, its composed config, its FID-against-time curve (from
 the TensorBoard events), its budget points (``budget_points/budget_<s>s.json``, the full evaluation at each point
-of ``budgets=``) and any trade-off curve ``eval.py sweep=...`` wrote beside it (``sweep-<knob>/sweep.csv``)."""
+of ``budgets=``) and any trade-off curve ``eval.py sweep=...`` wrote beside it (``sweep-<knob>/sweep.csv``, with
+the full evaluation of each knob value in ``<knob>=<value>.json``)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from omegaconf import OmegaConf
 
 from gensuite.compare.columns import fid, spaces_of
 from gensuite.errors import DataError
-from gensuite.record import ELAPSED_KEY, FAMILY_KEY, read_record
+from gensuite.record import ELAPSED_KEY, FAMILY_KEY, SAMPLING_SPEED_KEY, read_record, space_key
 
 
 @dataclass
@@ -51,6 +52,9 @@ class Run:
         """The trade-off curves eval.py wrote for this run (``sweep-<knob>/``)."""
         return [read_sweep(d) for d in sorted(self.path.glob("sweep-*")) if (d / "sweep.csv").is_file()]
 
+    def has_sweep(self, knob: str) -> bool:
+        return (self.path / f"sweep-{knob}" / "sweep.csv").is_file()
+
 
 @dataclass
 class Sweep:
@@ -64,6 +68,21 @@ class Sweep:
     def plot(self) -> Path | None:
         p = self.folder / "sweep.png"
         return p if p.is_file() else None
+
+    def points(self) -> list[tuple[str, dict[str, Any]]]:
+        """Each knob value as ``sweep.csv`` writes it, with its evaluation: the ``<knob>=<value>.json`` eval.py
+        wrote (every feature space), or, where that file is gone, the FID and speed of the csv row (its space)."""
+        out = []
+        for row in self.rows:
+            value = row.get(self.knob, "")
+            record = self.folder / f"{self.knob}={value}.json"
+            if record.is_file():
+                out.append((value, read_record(record)))
+                continue
+            from_row = {space_key("fid", row.get("features") or "classifier"): row.get("fid"),
+                        SAMPLING_SPEED_KEY: row.get("images/s")}  # fmt: skip
+            out.append((value, {k: float(v) for k, v in from_row.items() if v not in (None, "")}))
+        return out
 
 
 def read_sweep(folder: Path) -> Sweep:

@@ -6,7 +6,7 @@ cross."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import combinations
 from typing import Any
 
@@ -37,6 +37,27 @@ class Verdict:
             return None
         a_higher = self.difference.diff > 0
         return self.a if a_higher == self.column.higher_is_better else self.b
+
+
+@dataclass(frozen=True)
+class CostPoint:
+    """One family at one knob value (``knob`` empty: its runs' own setting, ``value`` "default"): sampling
+    seconds per image and headline FID over seeds, and whether no other point is both faster and better."""
+
+    family: str
+    knob: str
+    value: str
+    seconds: stats.Estimate
+    fid: stats.Estimate
+    on_front: bool = False
+
+    @property
+    def setting(self) -> str:
+        return f"{self.knob}={self.value}" if self.knob else self.value
+
+    @property
+    def name(self) -> str:
+        return f"{self.family} {self.setting}"
 
 
 @dataclass
@@ -78,14 +99,31 @@ class Summary:
         """Sampling seconds per image over seeds (the inverse of each run's images/s)."""
         return stats.estimate([1 / v for v in self.values(family, SAMPLING.key) if v > 0], lower=0.0)
 
-    def pareto(self) -> tuple[dict[str, tuple[stats.Estimate, stats.Estimate]], list[str]]:
-        """Per family (seconds per image, headline FID) and the families on the Pareto front."""
-        points = {}
-        for f in self.families:
-            t, q = self.seconds_per_image(f), self.estimate(f, fid(self.headline).key)
-            if t is not None and q is not None:
-                points[f] = (t, q)
-        return points, stats.pareto_front({f: (t.mean, q.mean) for f, (t, q) in points.items()})
+    def cost_points(self) -> list[CostPoint]:
+        """Headline FID against sampling seconds per image at every knob value of each family's trade-off curves
+        (`Run.sweeps`, one per seed: the interval is over seeds), or, for a family without a curve that has both
+        numbers, at the setting of its runs' own evaluation; each marked whether it is on the Pareto front of all."""
+        points = []
+        for family, group in self.groups.items():
+            settings: dict[tuple[str, str], list[dict[str, Any]]] = {}
+            for run in group:
+                for sweep in run.sweeps():
+                    for value, metrics in sweep.points():
+                        settings.setdefault((sweep.knob, value), []).append(metrics)
+            along = [
+                p for (knob, value), records in settings.items() if (p := self._point(family, knob, value, records))
+            ]
+            default = self._point(family, "", "default", [r.metrics for r in group])
+            points += along or ([default] if default else [])
+        front = set(stats.pareto_front({p.name: (p.seconds.mean, p.fid.mean) for p in points}))
+        return [replace(p, on_front=p.name in front) for p in points]
+
+    def _point(self, family: str, knob: str, value: str, records: list[dict[str, Any]]) -> CostPoint | None:
+        key = fid(self.headline).key
+        speeds = [v for m in records if (v := _number(m.get(SAMPLING.key))) is not None and v > 0]
+        t = stats.estimate([1 / v for v in speeds], lower=0.0)
+        q = stats.estimate([v for m in records if (v := _number(m.get(key))) is not None], *bounds(key))
+        return CostPoint(family, knob, value, t, q) if t is not None and q is not None else None
 
     # -- rankings across feature spaces --------------------------------------------------------------------
     def rankings(self) -> dict[str, list[str]]:
