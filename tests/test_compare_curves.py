@@ -103,14 +103,18 @@ def test_budget_points_are_made_on_the_clock_off_the_clock_and_reproduce(tmp_pat
     result = train(compose_cfg(overrides, run))
     points = {p.name: json.loads(p.read_text()) for p in (run / BUDGET_DIR).glob("*.json")}
     assert sorted(points) == ["budget_1s.json", "budget_2s.json"]
+    # a batch's length on this machine, now (it grows with the load): the clock may pass a point by about one
+    train_s = result["metrics"]["time/train_s"]
+    batch_s = train_s / max(1, result["metrics"]["train/global_step"])
+    slack = 0.5 + 3 * batch_s
     spent = 0.0
     for point in points.values():
         at = point[BUDGET_SECONDS_KEY]
-        assert at <= point["budget/train_s"] < at + 1.5  # the end of the batch that reached it (a loaded CPU)
+        assert at <= point["budget/train_s"] < at + slack  # the end of the batch that reached it
         assert (run / "checkpoints" / f"budget_{at:g}s.ckpt").is_file() and point["eval/n_samples"] == 200
         spent += point["budget/eval_s"]
     # the evaluations are off the clock: the run trained its 3 s, whatever the points cost
-    assert 3.0 <= result["metrics"]["time/train_s"] < 3.5 and spent > 0
+    assert 3.0 <= train_s < 3.0 + slack and spent > 0
     # every number of a budget point is what eval.py says of its checkpoint, with the same settings and seed
     ckpt = run / "checkpoints" / "budget_1s.ckpt"
     again = evaluate(compose_cfg([f"ckpt_path={ckpt}", *metrics, f"paths.cache_dir={cache_dir}",
