@@ -3,6 +3,7 @@ tiny end-to-end run on text through `train(cfg)` and ``sample.py``."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from functools import partial
@@ -13,7 +14,7 @@ import torch.nn.functional as F
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from gensuite.cli.config import instantiate_checked
-from gensuite.data.text import PydocText, TextFile, split_blocks
+from gensuite.data.text import PydocText, TextFile, split_blocks, split_documents
 from gensuite.errors import ConfigError, DataError
 from gensuite.families.autoregressive import Autoregressive
 from gensuite.nets.tokenizers import ByteTokenizer, PixelTokenizer, for_data
@@ -210,19 +211,47 @@ def test_context_shorter_than_an_image_fails_at_construction():
 
 
 # -- text data --------------------------------------------------------------------------------------------------
-def test_pydoc_split_is_deterministic_disjoint_and_spread_over_the_text():
+def test_pydoc_validation_is_whole_topics_spread_over_the_text():
     a, b = PydocText(seq_len=64), PydocText(seq_len=64)
     a.setup(), b.setup()
     assert torch.equal(a.val.data, b.val.data) and torch.equal(a.train.data, b.train.data)
     total = a.train_bytes + a.val_bytes
     assert 400_000 < total < 1_000_000 and 0.08 < a.val_bytes / total < 0.12
-    train, val = split_blocks(total, 0.1, 4096)
+    raw = a.load_bytes()
+    lengths = a.document_lengths(raw)
+    assert sum(lengths) == len(raw) == total
+    train, val = split_documents(lengths, 0.1)
+    starts = {0, *itertools.accumulate(lengths)}
+    assert all(p.start in starts and p.stop in starts for p in train + val)  # cut at topic ends only
     assert val[0].start < total // 5 and val[-1].start > total * 4 // 5  # from the whole text, not its end
     cover = sorted((s.start, s.stop) for s in train + val)
     assert all(x[1] == y[0] for x, y in zip(cover, cover[1:], strict=False)) and cover[-1][1] == total
+    train_text, val_text = a.text("train"), a.text("val")
+    topics = a.topics()
+    held = [t for t in topics if t in val_text]
+    assert len(held) >= 10 and not any(t in train_text for t in held)  # no validation topic is trained on
+    assert "never trained on" in a.describe()
     x, y = next(iter(a.val_dataloader()))
     assert x.dtype == torch.int64 and x.shape == (64, 64) and (y == -1).all()
     assert len(a.val) == a.val_bytes // 64  # non-overlapping validation windows
+
+
+def test_split_documents_keeps_the_fraction_and_whole_documents():
+    lengths = [100, 5000, 30, 30, 800, 2000, 10, 700, 4000, 90] * 5
+    train, val = split_documents(lengths, 0.2)
+    held = sum(p.stop - p.start for p in val)
+    assert 0.15 < held / sum(lengths) < 0.25
+    assert {p.stop - p.start for p in val} <= set(lengths)
+
+
+def test_a_text_file_without_documents_is_split_into_blocks(tmp_path):
+    path = tmp_path / "t.txt"
+    path.write_text("abcdefghij" * 4000)
+    data = TextFile(path=str(path), seq_len=16, split_block=1000)
+    data.setup()
+    assert data.val_bytes == 4000 and "blocks" in data.describe()
+    train, val = split_blocks(40_000, 0.1, 1000)
+    assert len(val) == 4 and val[0].start < 10_000 and val[-1].start > 30_000
 
 
 @pytest.mark.parametrize(

@@ -59,7 +59,14 @@ class Discriminator(nn.Module):
     torch.Size([4])
     """
 
-    def __init__(self, body: nn.Module, num_classes: int = 0, spectral_norm: bool = False, act: str = "leaky_relu"):
+    def __init__(
+        self,
+        body: nn.Module,
+        num_classes: int = 0,
+        spectral_norm: bool = False,
+        act: str = "leaky_relu",
+        augment: nn.Module | None = None,
+    ):
         super().__init__()
         missing = [k for k in ("in_channels", "image_size", "out_dim") if not hasattr(body, k)]
         if missing:
@@ -83,9 +90,12 @@ class Discriminator(nn.Module):
             nn.init.xavier_uniform_(self.class_embed.weight)
         if spectral_norm:
             apply_spectral_norm(self)
+        self.augment = augment  # after spectral norm: an augmentation has no weights to normalise
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         check_image_input(x, self.in_channels, self.image_size, "the discriminator")
+        if self.augment is not None and self.training:  # held-out validation sees the images as they are
+            x = self.augment(x)
         h = self.act(self.body(x))  # (B, F)
         logits = self.head(h).squeeze(1)  # (B, 1) -> (B,)
         if self.class_embed is not None:
