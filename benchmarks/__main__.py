@@ -1,5 +1,5 @@
 """``python -m benchmarks`` runs every CPU benchmark; ``python -m benchmarks overhead data_throughput`` some
-(``python -m benchmarks gpu_check`` on a GPU machine; ``python -m benchmarks peers``, ~2.5 h, only when named)."""
+(``python -m benchmarks gpu_check`` on a GPU machine; ``python -m benchmarks peers``, ~3.8 h, only when named)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pkgutil
 import sys
 from pathlib import Path
 
-ON_REQUEST = ("peers",)  # needs pip install .[peers] and ~2.5 h
+ON_REQUEST = ("peers",)  # needs pip install .[peers] and ~3.8 h
 
 
 def main(names: list[str]) -> None:

@@ -18,11 +18,13 @@ CONF = str(Path(__file__).resolve().parents[1] / "conf")
 register_resolvers()
 
 
-def compose_cfg(overrides: Sequence[str], output_dir: str | Path = "/tmp/gensuite-bench") -> DictConfig:
-    """The config ``python train.py <overrides>`` would run, writing into ``output_dir``."""
+def compose_cfg(
+    overrides: Sequence[str], output_dir: str | Path = "/tmp/gensuite-bench", config_name: str = "train"
+) -> DictConfig:
+    """The config ``python <config_name>.py <overrides>`` would run, writing into ``output_dir``."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose(config_name="train", overrides=list(overrides), return_hydra_config=True)
+        cfg = compose(config_name=config_name, overrides=list(overrides), return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):
         cfg.paths.output_dir = str(output_dir)

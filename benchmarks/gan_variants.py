@@ -28,7 +28,7 @@ import lightning as L
 import torch
 
 from benchmarks.common import compose_cfg, table
-from benchmarks.peers import DCDiscriminator, DCGenerator, n_params
+from benchmarks.peers.recipes import DCDiscriminator, DCGenerator, n_params
 from gensuite.cli.config import instantiate_checked
 
 COLUMNS = ["fid", "kid", "precision", "recall", "coverage", "train_s", "s_per_step", "images_per_s"]

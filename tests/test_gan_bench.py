@@ -1,7 +1,7 @@
 """benchmarks/gan_variants.py's per-network timing: the suite's default GAN networks beside the DCGAN recipe's."""
 
 from benchmarks import gan_variants
-from benchmarks.peers import DCDiscriminator, DCGenerator, n_params
+from benchmarks.peers.recipes import DCDiscriminator, DCGenerator, n_params
 from gensuite.cli.config import instantiate_checked
 
 
