@@ -1,16 +1,18 @@
 """Side by side at equal size, one process: the suite's networks against the implementations users would pick.
 
     python -m benchmarks.throughput                                  # CPU: the small sizes, fp32 and bf16
+    nice python -m benchmarks.throughput --only unet gpt --variants fp32 --steps 10 --repeats 7   # CPU ratios
     python -m benchmarks.throughput --device cuda --size cifar --batch 128   # the published CIFAR-10 sizes
     python -m benchmarks.throughput --only unet --variants fp32 bf16 channels_last compile --json out.json
 
 Rows (printed as markdown tables; nothing is asserted):
 
 - **UNet training step**: the suite's `gensuite.nets.unet.UNet` against diffusers' `UNet2DModel` configured to the
-  same layout (parameter counts printed; within 5 % at ``--size cifar``, the DDPM CIFAR-10 network: base 128,
-  multipliers 1-2-2-2, 2 residual blocks, attention at 16x16, dropout 0.1). Both run the same step: ε-prediction
-  MSE at random steps, Adam, the same batch and precision. steps/s, images/s, peak memory (GPU), FLOPs per step
-  (`torch.utils.flop_counter`), achieved TFLOP/s and, on a GPU, the share of the card's bf16 peak (MFU).
+  same layout (the same parameter count at ``--size small``, 2.41 M; within 5 % at ``--size cifar``, the DDPM
+  CIFAR-10 network: base 128, multipliers 1-2-2-2, 2 residual blocks, attention at 16x16, dropout 0.1). Both run
+  the same step: ε-prediction MSE at random steps, Adam, the same batch and precision. steps/s, images/s, peak
+  memory, FLOPs per step (`torch.utils.flop_counter`), achieved TFLOP/s and, on a GPU, the share of the card's bf16
+  peak (MFU).
 - **Sampler**: SDE-DPM-Solver++(2M), 20 steps, on the same UNet weights: the suite's `DPMSolverSDE` against
   diffusers' `DPMSolverMultistepScheduler(algorithm_type="sde-dpmsolver++")` loop. images/s. Speed does not
   depend on the weights, so they are random.
@@ -19,27 +21,45 @@ Rows (printed as markdown tables; nothing is asserted):
   KV-cached sampling, tokens/s at 1 and 64 sequences.
 - **Variants** for the UNet and the GPT: fp32 (TF32 matmuls on a GPU), bf16 autocast, channels_last (UNet),
   ``torch.compile`` (the suite's networks only: compiling the references costs minutes and says nothing of ours).
+  On a CPU without bf16 in hardware (no AVX512-BF16 or AMX) the bf16 rows measure an emulation: read fp32 there.
 
-Ratios are suite / reference measured back to back in this process (alternating, best of ``--repeats``), so a
-shared machine slows both alike. Reference libraries are benchmark-only extras: ``pip install .[bench]``.
+**Timing.** Both sides of a pair are built in this process and timed in turns: ``--repeats`` rounds (default 5),
+each side ``--steps`` steps per round (default 10 on a CPU, about 3 s of the UNet, 20 on a GPU) after one untimed
+step, so that a change of the machine's load falls on both. Each row prints the median rate over the rounds, its
+min and max and their spread (max / min - 1); ``suite / ref`` is the ratio of the medians and ``ratio range`` the
+lowest and highest ratio of one round's back-to-back pair. The load average is printed before and after each
+section. On a machine shared with other jobs the spread says whether the figures can be trusted: torch's threads
+wait for each other at every operator, so a thread that the scheduler parks stalls the step (``--threads 1`` is
+steadier there, and is not the default).
+
+**Peak memory** (``peak GiB``) is each implementation's alone, never with the other's network and optimiser
+resident: on a CPU in a fresh process (the imports, then the peak RSS over building the network and its first
+``1 + --mem-steps`` steps, less the RSS after the imports; the reference library is imported on both sides); on
+CUDA in this process before the pair is built, ``torch.cuda.max_memory_allocated`` over the same steps (a
+compiled suite network, built alone, is measured in its timing build).
+
+Reference libraries are benchmark-only extras: ``pip install .[bench]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
-import math
+import multiprocessing
+import os
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmarks.common import machine, table
+from benchmarks.common import machine, spread, table
 from gensuite.diffusion.samplers import DPMSolverSDE
 from gensuite.diffusion.schedules import LinearSchedule
 from gensuite.nets.transformer import Transformer
@@ -150,6 +170,17 @@ def params(net: nn.Module) -> int:
     return sum(p.numel() for p in net.parameters())
 
 
+def plain_gpt(s: dict) -> nn.Module:
+    return PlainGPT(**s)
+
+
+# each pair by name, the suite first: what a fresh process needs to build one side alone
+PAIRS = {
+    "unet": {"suite UNet": suite_unet, "diffusers UNet2DModel": diffusers_unet},
+    "gpt": {"suite Transformer": suite_gpt, "plain GPT": plain_gpt},
+}
+
+
 # -- steps ---------------------------------------------------------------------------------------------------
 @dataclass
 class Variant:
@@ -212,12 +243,15 @@ def gpt_step_fn(net: nn.Module, batch: int, s: dict, device: str, v: Variant) ->
     return step
 
 
+STEP_FNS = {"unet": unet_step_fn, "gpt": gpt_step_fn}
+
+
 def sync(device: str) -> None:
     if device == "cuda":
         torch.cuda.synchronize()
 
 
-def time_steps(step: Callable[[], None], n: int, device: str, warmup: int = 3) -> float:
+def time_steps(step: Callable[[], None], n: int, device: str, warmup: int = 1) -> float:
     """Seconds per call of ``step`` (mean of ``n`` after ``warmup``)."""
     for _ in range(warmup):
         step()
@@ -227,6 +261,85 @@ def time_steps(step: Callable[[], None], n: int, device: str, warmup: int = 3) -
         step()
     sync(device)
     return (time.perf_counter() - t0) / n
+
+
+def alternate(
+    fns: dict[str, Callable[[], None]], n: int, device: str, repeats: int, warmup: int = 1
+) -> dict[str, list[float]]:
+    """Seconds per call of each function, ``repeats`` rounds of ``n`` calls each (after ``warmup`` calls), the
+    functions taking turns within a round, so that a change of the machine's load falls on both sides of a pair."""
+    secs: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            secs[k].append(time_steps(fn, n, device, warmup))
+    return secs
+
+
+def rate_names(name: str) -> list[str]:
+    return [name, f"{name} min", f"{name} max", "spread %"]
+
+
+def rate_columns(secs: list[float], unit: float, name: str) -> dict:
+    """The row's rate columns from the seconds per call of each repeat: median, min and max rate, spread."""
+    st = spread([unit / x for x in secs])
+    return dict(zip(rate_names(name), (st["median"], st["min"], st["max"], 100 * st["spread"]), strict=True))
+
+
+def add_ratio(rows: list[dict], suite: list[float], ref: list[float]) -> None:
+    """On the suite's row (``rows[0]``): the ratio of the median rates, and the range of the per-round ratios (the
+    two sides of one round ran back to back, under the same load)."""
+    paired = spread([r / s for s, r in zip(suite, ref, strict=True)])  # suite rate / ref rate = ref s / suite s
+    rows[0]["suite / ref"] = spread(ref)["median"] / spread(suite)["median"]
+    rows[0]["ratio range"] = f"{paired['min']:.3f}-{paired['max']:.3f}"
+
+
+def _status_bytes(key: str) -> int:
+    """A size from ``/proc/self/status`` (Linux), e.g. ``VmRSS`` (resident now) or ``VmHWM`` (its peak)."""
+    with open("/proc/self/status") as f:
+        line = next(line for line in f if line.startswith(key + ":"))
+    return int(line.split()[1]) * 1024  # kB
+
+
+def reset_peak_rss() -> int:
+    """Resets this process's peak RSS to its current RSS (Linux: ``/proc/self/clear_refs``); returns that RSS in
+    bytes. ``getrusage``'s ``ru_maxrss`` cannot serve here: in a process started by another it begins at the
+    starter's peak (the kernel carries the high-water mark across ``exec``), and it never falls."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    return _status_bytes("VmRSS")
+
+
+def _peak_alone(section: str, impl: str, s: dict, batch: int, device: str, v: Variant, steps: int, threads: int):
+    """Peak memory (GiB) of one implementation's first training step and ``steps`` more, with nothing else of the
+    benchmark built: on CUDA ``max_memory_allocated`` over the steps (less what was allocated before), on a CPU the
+    peak RSS over the build and the steps (``VmHWM``), less the RSS after the imports."""
+    torch.set_num_threads(threads)
+    if device == "cuda":
+        gc.collect()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        with contextlib.suppress(ImportError):  # the reference library's import belongs to the baseline
+            from diffusers import UNet2DModel  # noqa: F401
+        base = reset_peak_rss()
+    torch.manual_seed(0)
+    fn = STEP_FNS[section](PAIRS[section][impl](s).to(device), batch, s, device, v)
+    for _ in range(1 + steps):
+        fn()
+    sync(device)
+    peak = torch.cuda.max_memory_allocated() if device == "cuda" else _status_bytes("VmHWM")
+    return (peak - base) / 2**30
+
+
+def peak_alone(section: str, impl: str, s: dict, batch: int, device: str, v: Variant, steps: int) -> float:
+    """`_peak_alone` in this process on CUDA (the caller has built nothing else, so the allocator's counters are
+    this implementation's alone), in a fresh process on a CPU (a process's RSS holds all it ran before)."""
+    args = (section, impl, s, batch, device, v, steps, torch.get_num_threads())
+    if device == "cuda":
+        return _peak_alone(*args)
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(_peak_alone, *args).result()
 
 
 def flops_of(step: Callable[[], None]) -> int:
@@ -246,79 +359,60 @@ def peak_tflops(device: str) -> float | None:
     return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
 
 
-def measure_pair(
-    make: dict[str, Callable[[], nn.Module]],
-    step_fn,
-    batch: int,
-    s: dict,
-    device: str,
-    v: Variant,
-    steps: int,
-    repeats: int,
-    unit: float,
-) -> list[dict]:
-    """Each implementation's step built once, then timed alternately ``repeats`` times (best kept)."""
-    built = {}
+def measure_pair(section: str, args, s: dict, batch: int, v: Variant, unit: float) -> list[dict]:
+    """One row per implementation of ``PAIRS[section]``: its peak memory measured alone (`peak_alone`), then both
+    built and timed alternately, ``args.repeats`` rounds of ``args.steps`` steps."""
+    device = args.device
     # torch.compile of the reference costs minutes of compilation and says nothing about the suite: suite only
-    for name, ctor in list(make.items())[: 1 if v.compile else None]:
-        torch.manual_seed(0)
-        net = ctor().to(device)
-        fn = step_fn(net, batch, s, device, v)
-        if device == "cuda":
-            torch.cuda.empty_cache()
+    names = list(PAIRS[section])[: 1 if v.compile else None]
+    mem = {}
+    if device != "cuda" or len(names) > 1:  # a compiled suite alone on CUDA: measured below, without compiling twice
+        mem = {n: peak_alone(section, n, s, batch, device, v, args.mem_steps) for n in names}
+    built = {}
+    for name in names:
+        measure_here = name not in mem  # the compiled suite network on CUDA, the only one built
+        if measure_here:
+            gc.collect()
             torch.cuda.reset_peak_memory_stats()
-        fn()  # first call: compilation, allocator warm-up
+            base = torch.cuda.memory_allocated()
+        torch.manual_seed(0)
+        net = PAIRS[section][name](s).to(device)
+        fn = STEP_FNS[section](net, batch, s, device, v)
+        for _ in range(1 + (args.mem_steps if measure_here else 0)):
+            fn()  # the first call: compilation, allocator warm-up
         sync(device)
-        mem = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None
+        if measure_here:
+            mem[name] = (torch.cuda.max_memory_allocated() - base) / 2**30
         flops = flops_of(fn) if not v.compile else None
-        built[name] = (net, fn, mem, flops)
-    best = {name: math.inf for name in built}
-    for _ in range(repeats):
-        for name, (_, fn, _, _) in built.items():
-            best[name] = min(best[name], time_steps(fn, steps, device))
+        built[name] = (net, fn, flops)
+    secs = alternate({name: fn for name, (_, fn, _) in built.items()}, args.steps, device, args.repeats)
     peak = peak_tflops(device)
     rows = []
-    for name, (net, _, mem, flops) in built.items():
-        sec = best[name]
-        row = {"impl": name, "variant": v.name, "params M": params(net) / 1e6, "steps/s": 1 / sec,
-               "items/s": unit / sec, "peak GiB": mem}  # fmt: skip
+    for name, (net, _, flops) in built.items():
+        sec = spread(secs[name])["median"]
+        row = {"impl": name, "variant": v.name, "params M": params(net) / 1e6, **rate_columns(secs[name], 1, "steps/s"),
+               "items/s": unit / sec, "peak GiB": mem[name]}  # fmt: skip
         if flops:
             row["GFLOP/step"] = flops / 1e9
             row["TFLOP/s"] = flops / sec / 1e12
             if peak:
                 row["MFU %"] = 100 * flops / sec / 1e12 / peak
         rows.append(row)
+    if len(names) == 2:
+        add_ratio(rows, *secs.values())
     return rows
 
 
 # -- sections ------------------------------------------------------------------------------------------------
 def bench_unet(args, s: dict) -> list[dict]:
-    make = {"suite UNet": lambda: suite_unet(s), "diffusers UNet2DModel": lambda: diffusers_unet(s)}
-    rows = []
-    for key in args.variants:
-        rows += measure_pair(make, unet_step_fn, args.batch, s, args.device, VARIANTS[key], args.steps,
-                             args.repeats, unit=args.batch)  # fmt: skip
-        add_ratio(rows, "suite UNet", "diffusers UNet2DModel")
-    return rows
+    keys = args.variants
+    return [row for key in keys for row in measure_pair("unet", args, s, args.batch, VARIANTS[key], args.batch)]
 
 
 def bench_gpt(args, s: dict) -> list[dict]:
-    make = {"suite Transformer": lambda: suite_gpt(s), "plain GPT": lambda: PlainGPT(**s)}
-    rows = []
-    for key in args.variants:
-        if key == "channels_last":
-            continue
-        rows += measure_pair(make, gpt_step_fn, args.gpt_batch, s, args.device, VARIANTS[key], args.steps,
-                             args.repeats, unit=args.gpt_batch * s["context"])  # fmt: skip
-        add_ratio(rows, "suite Transformer", "plain GPT")
-    return rows
-
-
-def add_ratio(rows: list[dict], suite: str, ref: str) -> None:
-    """``suite / ref`` on the suite's row of the last variant measured (nothing when the reference did not run)."""
-    a, b = rows[-2:] if len(rows) > 1 else (None, None)
-    if a is not None and a["impl"] == suite and b["impl"] == ref and a["variant"] == b["variant"]:
-        a["suite / ref"] = a["steps/s"] / b["steps/s"]
+    unit = args.gpt_batch * s["context"]
+    keys = [k for k in args.variants if k != "channels_last"]
+    return [row for key in keys for row in measure_pair("gpt", args, s, args.gpt_batch, VARIANTS[key], unit)]
 
 
 def bench_sampler(args, s: dict) -> list[dict]:
@@ -361,14 +455,11 @@ def bench_sampler(args, s: dict) -> list[dict]:
         return x
 
     runs = {"suite DPMSolverSDE": suite_run, "diffusers DPMSolverMultistepScheduler": diffusers_run}
-    best = {k: math.inf for k in runs}
     for fn in runs.values():
         fn()  # warm-up
-    for _ in range(args.repeats):
-        for k, fn in runs.items():
-            best[k] = min(best[k], time_steps(fn, 1, device, warmup=0))
-    rows = [{"impl": k, "NFE": 20, "batch": shape[0], "images/s": shape[0] / v} for k, v in best.items()]
-    rows[0]["suite / ref"] = rows[0]["images/s"] / rows[1]["images/s"]
+    secs = alternate(runs, 1, device, args.repeats, warmup=0)
+    rows = [{"impl": k, "NFE": 20, "batch": shape[0], **rate_columns(v, shape[0], "images/s")} for k, v in secs.items()]
+    add_ratio(rows, *secs.values())
     return rows
 
 
@@ -386,13 +477,18 @@ def bench_kv(args, s: dict) -> list[dict]:
                 net.generate(batch, length, generator=torch.Generator(device=device).manual_seed(0),
                              use_cache=cache)  # fmt: skip
 
-        sec = min(time_steps(run, 1, device, warmup=1) for _ in range(args.repeats))
-        rows.append({"sequences": batch, "KV cache": cache, "tokens": length, "tokens/s": batch * length / sec})
+        secs = alternate({"run": run}, 1, device, args.repeats)["run"]
+        rows.append({"sequences": batch, "KV cache": cache, "tokens": length,
+                     **rate_columns(secs, batch * length, "tokens/s")})  # fmt: skip
     return rows
 
 
-COLUMNS = ["impl", "variant", "params M", "steps/s", "items/s", "suite / ref", "peak GiB", "GFLOP/step", "TFLOP/s",
-           "MFU %"]  # fmt: skip
+COLUMNS = ["impl", "variant", "params M", *rate_names("steps/s"), "items/s", "suite / ref", "ratio range", "peak GiB",
+           "GFLOP/step", "TFLOP/s", "MFU %"]  # fmt: skip
+
+
+def load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -403,8 +499,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--gpt-batch", type=int, default=None, help="GPT sequences per step (default 16 GPU, 4 CPU)")
     parser.add_argument("--sample-batch", type=int, default=None, help="sampler batch (default 256 GPU, 16 CPU)")
     parser.add_argument("--kv-tokens", type=int, default=256)
-    parser.add_argument("--steps", type=int, default=None, help="timed steps per measurement")
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=None, help="timed steps per repeat (default 20 GPU, 10 CPU)")
+    parser.add_argument("--repeats", type=int, default=5, help="rounds of alternating measurements (median, spread)")
+    parser.add_argument("--mem-steps", type=int, default=2, help="steps after the first one in the memory process")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's, one per core)")
     parser.add_argument("--variants", nargs="+", default=None, choices=list(VARIANTS))
     parser.add_argument("--only", nargs="+", default=["unet", "sampler", "gpt", "kv"])
     parser.add_argument("--json", default=None, help="also write every row here")
@@ -414,7 +512,9 @@ def main(argv: list[str] | None = None) -> None:
     args.batch = args.batch or (128 if gpu else 8)
     args.gpt_batch = args.gpt_batch or (16 if gpu else 4)
     args.sample_batch = args.sample_batch or (256 if gpu else 16)
-    args.steps = args.steps or (20 if gpu else 3)
+    args.steps = args.steps or (20 if gpu else 10)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     args.variants = args.variants or (["fp32", "bf16", "channels_last", "compile"] if gpu else ["fp32", "bf16"])
     if gpu:
         torch.backends.cuda.matmul.allow_tf32 = True  # fp32 rows as people run them (TF32 matmuls)
@@ -423,28 +523,33 @@ def main(argv: list[str] | None = None) -> None:
     where = torch.cuda.get_device_name(0) if gpu else machine()
     print(
         f"device: {where}; size={args.size}; batch {args.batch} (UNet), {args.gpt_batch} x "  # fmt: skip
-        f"{sizes['gpt']['context']} tokens (GPT); best of {args.repeats} x {args.steps} steps",
+        f"{sizes['gpt']['context']} tokens (GPT); {args.repeats} alternating repeats of {args.steps} steps (median "
+        f"and range); load average {load()} (1, 5, 15 min)",
         flush=True,
     )
     out: dict[str, list[dict]] = {}
     sections = {"unet": ("UNet training step", lambda: bench_unet(args, sizes["unet"]), COLUMNS),
                 "sampler": ("SDE-DPM-Solver++(2M), 20 steps", lambda: bench_sampler(args, sizes["unet"]),
-                            ["impl", "NFE", "batch", "images/s", "suite / ref"]),
+                            ["impl", "NFE", "batch", *rate_names("images/s"), "suite / ref", "ratio range"]),
                 "gpt": ("GPT training step (items = tokens)", lambda: bench_gpt(args, sizes["gpt"]), COLUMNS),
                 "kv": ("Transformer sampling", lambda: bench_kv(args, sizes["gpt"]),
-                       ["sequences", "KV cache", "tokens", "tokens/s"])}  # fmt: skip
+                       ["sequences", "KV cache", "tokens", *rate_names("tokens/s")])}  # fmt: skip
+    loads = {}
     for key in args.only:
         title, run, cols = sections[key]
+        before = load()
         try:
             rows = run()
         except Exception as err:  # a benchmark row that cannot run (e.g. compile without a compiler) is reported
             print(f"\n### {title}\n\nfailed: {type(err).__name__}: {err}\n", flush=True)
             continue
         out[key] = rows
-        print(f"\n### {title}\n\n{table(rows, cols)}\n", flush=True)
+        loads[key] = {"before": before, "after": load()}
+        print(f"\n### {title}\n\n{table(rows, cols)}\n\nload average before / after: {before} / {load()}\n",
+              flush=True)  # fmt: skip
         if args.json:  # after every section, so a run stopped by a time limit keeps what it measured
             with open(args.json, "w") as f:
-                json.dump({"device": where, "args": vars(args), "rows": out}, f, indent=1, default=str)
+                json.dump({"device": where, "args": vars(args), "load": loads, "rows": out}, f, indent=1, default=str)
 
 
 if __name__ == "__main__":

@@ -124,11 +124,42 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
-        qkv = self.qkv(self.norm(x)).view(b, 3, self.num_heads, c // self.num_heads, h * w)
-        q, k, v = qkv.transpose(-1, -2).unbind(1)  # each (B, heads, HW, c/heads)
-        out = F.scaled_dot_product_attention(q, k, v)  # (B, heads, HW, c/heads)
-        out = out.transpose(-1, -2).reshape(b, c, h, w)
-        return x + self.proj(out)
+        # The 1x1 convolutions are applied as matmuls over pixel tokens: that leaves each head's channels
+        # contiguous, which SDPA's fused (flash) kernels need; the strided q/k/v of a conv output fall back to
+        # its unfused path. Same weights, same function.
+        tokens = self.norm(x).flatten(2).transpose(1, 2)  # (B, HW, C)
+        qkv = F.linear(tokens, self.qkv.weight.view(3 * c, c), self.qkv.bias)  # (B, HW, 3C)
+        q, k, v = qkv.view(b, h * w, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4).unbind(0)
+        out = F.scaled_dot_product_attention(q, k, v)  # each of q, k, v, out: (B, heads, HW, c/heads)
+        out = F.linear(out.transpose(1, 2).reshape(b, h * w, c), self.proj.weight.view(c, c), self.proj.bias)
+        return x + out.transpose(1, 2).view(b, c, h, w)  # (B, HW, C) -> (B, C, H, W)
+
+
+class Upsample(nn.Sequential):
+    """Nearest-neighbour 2x upsampling, then a 3x3 convolution: ``(B, C, s, s) -> (B, C, 2s, 2s)`` (no checkerboard
+    artefacts, unlike a transposed convolution).
+
+    Computed without the upsampled map (the sub-pixel form of Shi et al. 2016): output rows ``2r - 1`` and ``2r``
+    both see only input rows ``r - 1`` and ``r``, through the 3x3 kernel's taps summed where they fall on the same
+    input pixel, and so do the columns. One 2x2 convolution with 4x the output channels and a pixel shuffle give all
+    four phases: the same function with about half the multiply-adds (16 (s+1)^2 instead of 36 s^2 per channel
+    pair). The children stay ``nn.Upsample`` and ``nn.Conv2d``, so the parameter names are those of the plain form.
+    """
+
+    def __init__(self, channels: int):
+        super().__init__(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(channels, channels, 3, padding=1))
+        # taps of a 3x3 kernel's row over input rows (r-1, r): output row 2r-1 gets [w0+w1, w2], row 2r [w0, w1+w2]
+        taps = torch.tensor([[[1.0, 1, 0], [0, 0, 1]], [[1, 0, 0], [0, 1, 1]]])  # (phase, 2 taps, 3 taps)
+        fold = torch.einsum("pau,qbv->pqabuv", taps, taps).reshape(16, 9)  # (row/col phase and 2x2 tap, 3x3 tap)
+        self.register_buffer("fold", fold, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv = self[1]
+        o, i = conv.weight.shape[:2]
+        w = (conv.weight.reshape(o * i, 9) @ self.fold.T).view(o, i, 4, 2, 2).transpose(1, 2).reshape(4 * o, i, 2, 2)
+        y = F.conv2d(x, w, conv.bias.repeat_interleave(4), padding=1)  # (B, 4C, s+1, s+1): 4 phases per channel
+        # shuffled row 2r + phase is output row 2r - 1 + phase: drop the first and last rows and columns
+        return F.pixel_shuffle(y, 2)[:, :, 1:-1, 1:-1]  # (B, C, 2s, 2s)
 
 
 class _Level(nn.Module):
@@ -246,10 +277,7 @@ class UNet(nn.Module):
                 self.up.append(_Level(ch + skips.pop(), base_width * mult, attention=level in attn, **args))
                 ch = base_width * mult
             if level > 0:
-                # (B, ch, s, s) -> (B, ch, 2s, 2s): nearest neighbour then a conv (no checkerboard artefacts)
-                self.up.append(
-                    nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(ch, ch, 3, padding=1))
-                )
+                self.up.append(Upsample(ch))  # (B, ch, s, s) -> (B, ch, 2s, 2s)
         self.out = nn.Sequential(group_norm(ch), nn.SiLU(), zero_init(nn.Conv2d(ch, self.out_channels, 3, padding=1)))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:

@@ -1,0 +1,40 @@
+"""The statistics benchmarks/throughput.py prints: the spread of repeats, the pair's ratio, the peak RSS."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from benchmarks.common import spread
+from benchmarks.throughput import _status_bytes, add_ratio, reset_peak_rss
+
+
+def test_spread_is_min_median_max_and_max_over_min_minus_one():
+    assert spread([3.0, 1.0, 2.0, 4.0]) == {"min": 1.0, "median": 2.5, "max": 4.0, "spread": 3.0}
+    assert spread([2.0, 2.0, 2.0])["spread"] == 0
+    for bad in ([], [1.0, 0.0]):
+        with pytest.raises(ValueError, match="positive"):
+            spread(bad)
+
+
+def test_ratio_is_of_the_median_rates_and_its_range_pairs_each_round():
+    rows = [{"impl": "suite"}, {"impl": "ref"}]
+    # seconds per step, round by round: the suite 2x faster in round 1, equal in round 2, 4x in round 3
+    add_ratio(rows, suite=[1.0, 2.0, 1.0], ref=[2.0, 2.0, 4.0])
+    assert rows[0]["suite / ref"] == 2.0  # median ref seconds 2.0 / median suite seconds 1.0
+    assert rows[0]["ratio range"] == "1.000-4.000"
+    assert "suite / ref" not in rows[1]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/self/clear_refs is Linux's")
+def test_peak_rss_after_a_reset_counts_what_came_after_it():
+    big = bytearray(64 * 2**20)  # touched below: resident, then freed
+    big[::4096] = b"\1" * len(big[::4096])
+    del big
+    base = reset_peak_rss()
+    assert _status_bytes("VmHWM") < base + 32 * 2**20  # the freed 64 MiB no longer count
+    more = bytearray(48 * 2**20)
+    more[::4096] = b"\1" * len(more[::4096])
+    assert _status_bytes("VmHWM") - base >= 40 * 2**20
+    del more
