@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import re
+from pathlib import Path
 
 import pytest
 
@@ -125,6 +126,18 @@ def test_the_runs_compare_launches_compose_with_a_time_based_validation(monkeypa
         assert composed.trainer.val_check_interval == "00:00:01:30"
         assert composed.trainer.check_val_every_n_epoch == 1  # not the diffusion preset's 15
         assert composed.trainer.max_time == "00:00:06:00" and composed.trainer.max_epochs == -1
+
+
+def test_compare_takes_a_data_choice_and_its_settings_from_the_command_line():
+    """``compare.py data=digits data.batch_size=32`` composes (data is a config group, not a plain string) and every
+    run gets that data and that setting; the runs then compose to it."""
+    cfg = compose_cfg(["data=digits", "data.batch_size=32"], config_name="compare")
+    assert cfg.data.batch_size == 32
+    settings = runner.run_settings(cfg, Path("/tmp/out"))
+    assert settings[:2] == ["data=digits", "data.batch_size=32"]
+    composed = compose_cfg(["model=vae", *settings[:2]])
+    assert composed.data._target_.endswith("Digits") and composed.data.batch_size == 32
+    assert runner.data_overrides(compose_cfg([], config_name="compare")) == ["data=mnist5k"]
 
 
 def test_a_family_keeps_its_colour_in_every_figure():

@@ -185,6 +185,18 @@ def budget_seconds(cfg: DictConfig) -> list[float]:
     return sorted(60 * m for m in minutes)
 
 
+def data_overrides(cfg: DictConfig) -> list[str]:
+    """The runs' data as ``train.py`` overrides: ``data=<name>`` (the choice of compare.py's ``data`` group, or a
+    plain name in a config built by hand) and the command line's own ``data.<key>=...``."""
+    if isinstance(cfg.data, str):
+        return [f"data={cfg.data}"]
+    from hydra.core.hydra_config import HydraConfig
+
+    hc = HydraConfig.get()
+    mine = [o for o in hc.overrides.task if o.lstrip("+~").startswith("data.")]
+    return [f"data={hc.runtime.choices.data}", *mine]
+
+
 def run_settings(cfg: DictConfig, out: Path, max_time: str | None = None) -> list[str]:
     """Every override of the runs except the family and the seed: what makes two runs comparable. With
     ``budgets=``, one run per family and seed to the largest budget (its ``trainer.max_time``), evaluated and
@@ -197,7 +209,7 @@ def run_settings(cfg: DictConfig, out: Path, max_time: str | None = None) -> lis
         "+callbacks.budget_points.output_dir=${paths.output_dir}",
     ]
     return [
-        f"data={cfg.data}",
+        *data_overrides(cfg),
         f"hydra.sweep.dir={out / 'runs'}",
         # a folder named by family and seed, not by job number: a resumed comparison finds each run where it was
         "hydra.sweep.subdir=${hydra:runtime.choices.model}-seed${seed}",
