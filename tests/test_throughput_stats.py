@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mmap
 import sys
 
 import pytest
@@ -29,12 +30,17 @@ def test_ratio_is_of_the_median_rates_and_its_range_pairs_each_round():
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/self/clear_refs is Linux's")
 def test_peak_rss_after_a_reset_counts_what_came_after_it():
-    big = bytearray(64 * 2**20)  # touched below: resident, then freed
-    big[::4096] = b"\1" * len(big[::4096])
-    del big
+    # anonymous mappings, not bytearrays: a bytearray may reuse heap pages that are resident already (after the
+    # rest of the suite has run), and then adds nothing to the RSS
+    def touched(size: int) -> mmap.mmap:
+        m = mmap.mmap(-1, size)
+        m[::4096] = b"\1" * len(range(0, size, 4096))
+        return m
+
+    big = touched(64 * 2**20)  # resident, then freed
+    big.close()
     base = reset_peak_rss()
     assert _status_bytes("VmHWM") < base + 32 * 2**20  # the freed 64 MiB no longer count
-    more = bytearray(48 * 2**20)
-    more[::4096] = b"\1" * len(more[::4096])
+    more = touched(48 * 2**20)
     assert _status_bytes("VmHWM") - base >= 40 * 2**20
-    del more
+    more.close()

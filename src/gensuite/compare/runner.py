@@ -192,9 +192,26 @@ def data_overrides(cfg: DictConfig) -> list[str]:
         return [f"data={cfg.data}"]
     from hydra.core.hydra_config import HydraConfig
 
+    if not HydraConfig.initialized():  # composed without Hydra's own config (hydra.compose in a script or a test)
+        return [f"data={_data_name(cfg)}"]
     hc = HydraConfig.get()
     mine = [o for o in hc.overrides.task if o.lstrip("+~").startswith("data.")]
     return [f"data={hc.runtime.choices.data}", *mine]
+
+
+def _data_name(cfg: DictConfig) -> str:
+    """The conf/data/ file whose ``_target_`` is the composed data's (only the name is recoverable there)."""
+    import yaml
+
+    from gensuite import config_dir
+    from gensuite.errors import ConfigError
+
+    target = cfg.data.get("_target_")
+    names = [f.stem for f in sorted((Path(config_dir()) / "data").glob("*.yaml"))
+             if (yaml.safe_load(f.read_text()) or {}).get("_target_") == target]  # fmt: skip
+    if len(names) != 1:
+        raise ConfigError(f"data: cannot tell which conf/data/ entry {target} is ({names or 'none'}); fix: data=<name>")
+    return names[0]
 
 
 def run_settings(cfg: DictConfig, out: Path, max_time: str | None = None) -> list[str]:
