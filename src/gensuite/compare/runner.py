@@ -192,9 +192,9 @@ def data_overrides(cfg: DictConfig) -> list[str]:
         return [f"data={cfg.data}"]
     from hydra.core.hydra_config import HydraConfig
 
-    if not HydraConfig.initialized():  # composed without Hydra's own config (hydra.compose in a script or a test)
+    hc = HydraConfig.get() if HydraConfig.initialized() else None
+    if hc is None or hc.job.config_name != "compare":  # composed by hydra.compose without (or with another's) run
         return [f"data={_data_name(cfg)}"]
-    hc = HydraConfig.get()
     mine = [o for o in hc.overrides.task if o.lstrip("+~").startswith("data.")]
     return [f"data={hc.runtime.choices.data}", *mine]
 
