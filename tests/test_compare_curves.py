@@ -132,3 +132,36 @@ def test_budgets_set_the_clock_and_the_points(tmp_path):
     assert "+callbacks.budget_points.seconds=[15,30]" in args
     with pytest.raises(ConfigError, match="budgets"):
         runner.train_args(compare_cfg(budgets=[0, 1]), tmp_path)
+
+
+def test_budget_points_after_an_offset_are_named_by_the_whole_clock(tmp_path):
+    """Stage 2 of a two-stage entry: its points are of the whole budget, stage 1's seconds (the offset) first."""
+    import json
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from gensuite.callbacks.evaluation import BudgetPoints
+    from gensuite.record import BUDGET_DIR, BUDGET_SECONDS_KEY
+
+    saved = []
+    trainer = SimpleNamespace(
+        strategy=SimpleNamespace(broadcast=lambda v, src=0: v), is_global_zero=True, global_step=7,
+        save_checkpoint=lambda path: saved.append(Path(path).name),
+    )  # fmt: skip
+    clock = SimpleNamespace(elapsed=0.0, on_validation_start=lambda *a: None)
+    points = BudgetPoints([60, 120, 240], str(tmp_path), offset=100)
+    points.clock = clock
+    assert points.points == [120.0, 240.0]  # 60 s lies inside stage 1: not this run's
+    for elapsed in (10.0, 19.0, 20.5, 100.0, 141.0):
+        clock.elapsed = elapsed
+        points.on_train_batch_end(trainer, None, None, None, 0)
+    assert saved == ["budget_120s.ckpt", "budget_240s.ckpt"]
+    first = json.loads((tmp_path / BUDGET_DIR / "budget_120s.json").read_text())
+    assert first[BUDGET_SECONDS_KEY] == 120.0 and first["budget/train_s"] == 120.5 and first["budget/offset_s"] == 100
+    # a resumed stage 2 goes on after the points its restored clock passed
+    again = BudgetPoints([60, 120, 240], str(tmp_path), offset=100)
+    again.clock = SimpleNamespace(elapsed=30.0, on_validation_start=lambda *a: None)
+    again.on_train_start(trainer, None)
+    assert again._done(120.0) and not again._done(240.0)
+    with pytest.raises(ConfigError, match="offset"):
+        BudgetPoints([60], str(tmp_path), offset=-1)

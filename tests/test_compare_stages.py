@@ -10,7 +10,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from gensuite.compare import runner
-from gensuite.errors import ConfigError
+from gensuite.errors import ConfigError, DataError
 
 STAGES = {"vq_transformer": {"first": "vqvae", "then": "transformer", "share": 0.25,
                              "overrides": ["model/tokenizer=vq", "model.tokenizer.path={ckpt}"]}}  # fmt: skip
@@ -94,8 +94,6 @@ def test_all_takes_the_staged_entries_and_mistakes_are_named(tmp_path):
     for change, message in bad:
         with pytest.raises(ConfigError, match=message):
             runner.stages(compare_cfg(stages={"vq_transformer": {**STAGES["vq_transformer"], **change}}))
-    with pytest.raises(ConfigError, match="budgets"):
-        runner.stage_args(compare_cfg(budgets=[1, 2]), tmp_path, "vq_transformer", [1])
     with pytest.raises(ConfigError, match="no such family"):
         runner.families_and_seeds(compare_cfg(families=["vq_transformr"]))
 
@@ -113,3 +111,71 @@ def test_the_shipped_stage_composes_into_a_transformer_on_the_vq_tokenizer(tmp_p
     assert train.model.tokenizer._target_.endswith("vq_tokenizer")
     assert train.model.tokenizer.path == str(tmp_path / "stages" / "vq_transformer-seed1" / "checkpoints" / "last.ckpt")
     assert train.trainer.max_time == "00:00:04:00"  # 6 min less stage 1's third
+
+
+def test_with_budgets_stage_one_takes_its_share_of_the_largest_and_stage_two_the_later_points(tmp_path):
+    one, two = runner.stage_args(compare_cfg(budgets=[1, 2, 4, 8]), tmp_path, "vq_transformer", [1])
+    # the budget is the largest point (8 min): stage 1 a quarter of it, with no budget points of its own
+    assert _value(one, "trainer.max_time") == "00:00:02:00"
+    assert not any("budget_points" in a for a in one)
+    # stage 2 the rest, its points on the entry's whole clock: stage 1's 120 s come first
+    assert _value(two, "trainer.max_time") == "00:00:06:00"
+    assert _value(two, "+callbacks.budget_points.seconds") == "[60,120,240,480]"
+    assert _value(two, "+callbacks.budget_points.offset") == "120"
+    # the plain families keep their points from zero
+    plain = runner.train_args(compare_cfg(budgets=[1, 2, 4, 8]), tmp_path)
+    assert _value(plain, "trainer.max_time") == "00:00:08:00" and not any("offset" in a for a in plain)
+
+
+def test_jobs_trains_runs_side_by_side_each_on_its_share_of_the_cores(tmp_path, monkeypatch):
+    """jobs=2: one train.py per run, two at a time, each with cores // 2 threads and its own log; a staged entry's
+    stages in order in one job; a failed run is named, the finished ones kept for the rerun."""
+    import os
+    import threading
+    import time
+
+    calls, lock, running, most = [], threading.Lock(), [0], [0]
+
+    def fake_train(cmd, env=None, stdout=None, **kwargs):
+        args = cmd[4:]
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+            calls.append((args, env))
+        time.sleep(0.05)
+        model, sweep = _value(args, "model"), _value(args, "hydra.sweep.dir")
+        seed = _value(args, "seed")
+        folder = (
+            tmp_path
+            / sweep
+            / _value(args, "hydra.sweep.subdir")
+            .replace("${seed}", seed)
+            .replace("${hydra:runtime.choices.model}", model)
+        )
+        failed = model == "gan" and seed == "2"
+        if not failed:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "metrics.json").write_text(json.dumps({"run/family": model, "time/train_s": 1.0}))
+        stdout.write("trained\n")
+        with lock:
+            running[0] -= 1
+        return subprocess.CompletedProcess(cmd, 1 if failed else 0)
+
+    monkeypatch.setattr(runner.subprocess, "run", fake_train)
+    cfg = compare_cfg(families=["vae", "gan", "vq_transformer"], jobs=2, budgets=[1, 2])
+    with pytest.raises(DataError, match="gan-seed2 failed"):
+        runner.run_families(cfg, tmp_path)
+    assert len(calls) == 2 * (1 + 1 + 2) and most[0] == 2  # two at a time, never more
+    threads = str(max(1, (os.cpu_count() or 1) // 2))
+    assert all(env["OMP_NUM_THREADS"] == threads for _, env in calls)
+    assert all(_value(a, "seed") in ("1", "2") and "," not in _value(a, "seed") for a, _ in calls)  # one run each
+    order = [_value(a, "model") for a, _ in calls if "vq_transformer" in _value(a, "hydra.sweep.subdir")]
+    assert order == ["vqvae", "transformer"] * 2 or sorted(order) == ["transformer"] * 2 + ["vqvae"] * 2
+    assert "trained" in (tmp_path / "jobs" / "vae-seed1.log").read_text()
+    # the rerun trains only what failed
+    del calls[:]
+    with pytest.raises(DataError, match="gan-seed2"):
+        runner.run_families(cfg, tmp_path)
+    assert [(_value(a, "model"), _value(a, "seed")) for a, _ in calls] == [("gan", "2")]
+    with pytest.raises(ConfigError, match="jobs"):
+        runner.run_families(compare_cfg(jobs=0), tmp_path / "other")

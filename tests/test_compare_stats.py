@@ -368,3 +368,20 @@ def test_claims_and_crossings_over_the_budget_points(tmp_path):
     assert Summary(parallel).crossings()[0][3].at is None
     md = build_report(parallel, tmp_path / "parallel")["report.md"].read_text()
     assert "no crossing within the budgets" in md
+
+
+def test_a_two_stage_entry_without_its_first_points_is_compared_where_it_has_them(tmp_path):
+    """A two-stage entry samples only after its stage 1: it lacks the first budget points. The others keep every
+    point, the entry is absent (—) where it has none, and crossings use the points both sides have."""
+    runs = budget_runs({"vae": [[20.0, 15.0, 13.0, 12.0], [20.5, 15.2, 13.1, 12.2]]})
+    late = budget_runs({"vq_transformer": [[11.0, 10.0], [11.3, 10.1]]}, budgets=(240.0, 480.0))
+    s = Summary(runs + late)
+    assert s.budgets == [60.0, 120.0, 240.0, 480.0] and s.family_budgets("vq_transformer") == [240.0, 480.0]
+    assert s.at(60.0).families == ["vae"] and set(s.at(480.0).families) == {"vae", "vq_transformer"}
+    assert list(s.curve("vq_transformer", space_key("fid", "classifier"))) == [240.0, 480.0]
+    (column, a, b, x), *_ = s.crossings()
+    assert {a, b} == {"vae", "vq_transformer"} and x.at is None  # better at both of its points: no crossing
+    md = build_report(runs + late, tmp_path / "report")["report.md"].read_text()
+    assert "vq_transformer: no sample at the first point(s) (—)" in md
+    row = next(line for line in md.splitlines() if line.startswith("| vq_transformer |") and "—" in line)
+    assert row.count("—") == 2

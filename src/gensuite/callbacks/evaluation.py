@@ -192,9 +192,13 @@ class BudgetPoints(L.Callback):
     One run serves every budget point: the run's budget (``trainer.max_time``) is the largest point, so a schedule
     that follows the budget (the transformer's warm-up cosine) decays over the largest budget, and a smaller point
     sees a model whose learning rate has not yet decayed (``compare.py`` says so in its report).
+
+    ``offset``: training seconds spent before this run on the same budget (stage 1 of a two-stage entry of
+    ``compare.py``). The points are then of the whole budget: a point is made when ``offset`` plus this run's clock
+    reaches it, named and recorded by the whole budget's seconds; the points inside the offset are not this run's.
     """
 
-    def __init__(self, seconds, output_dir: str):
+    def __init__(self, seconds, output_dir: str, offset: float = 0.0):
         points = sorted(float(s) for s in seconds)
         if not points or points[0] <= 0:
             raise ConfigError(
@@ -202,7 +206,10 @@ class BudgetPoints(L.Callback):
                 keys=("budgets",),
                 fix="budgets=[1,2,4,8] (minutes of the training clock; fractions allowed: budgets=[0.25,0.5])",
             )
-        self.points, self.output_dir = points, Path(output_dir)
+        self.offset = float(offset)
+        if self.offset < 0:
+            raise ConfigError(f"budget points: offset={offset} must be >= 0 training seconds", keys=("offset",))
+        self.points, self.output_dir = [p for p in points if p > self.offset], Path(output_dir)
         self._reached = -1.0  # the clock reading at the last point made: the points up to it are done
         #: handed in by train.py (`gensuite.train.hand_in_clock`): the run's training clock and its evaluation
         self.clock: TrainingClock | None = None
@@ -212,7 +219,7 @@ class BudgetPoints(L.Callback):
         clock = self.clock
         if clock is None:
             return
-        elapsed = float(trainer.strategy.broadcast(clock.elapsed, src=0))
+        elapsed = float(trainer.strategy.broadcast(clock.elapsed, src=0)) + self.offset
         due = [p for p in self.points if p <= elapsed and not self._done(p)]
         if not due:
             return
@@ -230,7 +237,8 @@ class BudgetPoints(L.Callback):
                 path = self.output_dir / "checkpoints" / f"{budget_stem(point)}.ckpt"
                 record = {**metrics, BUDGET_SECONDS_KEY: point, "budget/train_s": elapsed,
                           "budget/step": trainer.global_step, "budget/eval_s": seconds,
-                          "budget/ckpt_path": str(path)}  # fmt: skip
+                          "budget/ckpt_path": str(path),
+                          **({"budget/offset_s": self.offset} if self.offset else {})}  # fmt: skip
                 folder = self.output_dir / BUDGET_DIR
                 folder.mkdir(parents=True, exist_ok=True)
                 text = json.dumps(record, indent=2, sort_keys=True, default=str) + "\n"
@@ -243,7 +251,7 @@ class BudgetPoints(L.Callback):
     def on_train_start(self, trainer, pl_module) -> None:
         clock = self.clock
         # a resumed run: the points before its restored clock were made by the run it continues
-        self._reached = clock.elapsed if clock is not None and clock.elapsed > 0 else -1.0
+        self._reached = clock.elapsed + self.offset if clock is not None and clock.elapsed > 0 else -1.0
 
     def _measure(self, trainer, pl_module, evaluation: Evaluation) -> dict:
         """The evaluator's full evaluation of the weights the checkpoint's ``state_dict`` holds."""

@@ -176,12 +176,12 @@ def plot_curves(s: Summary, out: Path) -> Path | None:
     cols = min(3, len(columns))
     rows = -(-len(columns) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.3 * rows), squeeze=False)
-    minutes = [b / 60 for b in s.budgets]
     for ax, column in zip(axes.flat, columns, strict=False):
         for family in s.families:
             curve = s.curve(family, column.key)
-            if any(e is None for e in curve.values()):
+            if not curve or any(e is None for e in curve.values()):
                 continue
+            minutes = [b / 60 for b in curve]  # a two-stage entry starts after its stage 1
             color = family_color(family)
             ax.plot(minutes, [e.mean for e in curve.values()], marker="o", ms=3, color=color, label=family)
             if all(e.interval for e in curve.values()):

@@ -250,6 +250,11 @@ def curve_blocks(s: Summary, claims: dict, figure: Path | None) -> list[Block]:
             "schedule, not one tuned to end there.",
         ),
     ]
+    late = [f for f in s.families if len(s.family_budgets(f)) < len(budgets)]
+    if late:
+        out.append(Block("p", f"{', '.join(late)}: no sample at the first point(s) (—): a two-stage entry counts its "
+                              "stage 1 in the budget and samples only after it; at those points the others are "
+                              "compared without it."))  # fmt: skip
     rows = []
     for c in over_budgets(s, claims):
         rows.append([c.family, c.says, c.check, c.sentence + (" (flips between budgets)" if c.flips else "")])
@@ -257,7 +262,8 @@ def curve_blocks(s: Summary, claims: dict, figure: Path | None) -> list[Block]:
         out += [Block("p", "The common wisdom at every budget:"),
                 Block("table", header=["family", "says", "check", "over the budgets"], rows=rows)]  # fmt: skip
     for column in s.curve_columns():
-        table = [[f] + [cell(e, column.fmt) for e in s.curve(f, column.key).values()] for f in s.families]
+        curves = {f: s.curve(f, column.key) for f in s.families}
+        table = [[f] + [cell(curves[f][b], column.fmt) if b in curves[f] else "—" for b in budgets] for f in s.families]
         out += [Block("p", f"{column.header}: mean over seeds [95 % band]"),
                 Block("table", header=["family", *heads], rows=table)]  # fmt: skip
     if figure is not None:

@@ -115,20 +115,16 @@ def stage_args(cfg: DictConfig, out: Path, entry: str, seeds: list[int]) -> tupl
     """The two multiruns of a staged entry (``stages.<entry>``): stage 1 (``first``) for ``share`` of the budget
     into ``<out>/stages/<entry>-seed<seed>``, then stage 2 (``then``) for the rest into
     ``<out>/runs/<entry>-seed<seed>``, reading stage 1's ``checkpoints/last.ckpt`` where its ``overrides`` say
-    ``{ckpt}``."""
-    if budget_seconds(cfg):
-        raise ConfigError(
-            f"families: {entry} trains in two stages, and budgets= (points of one training clock) does not yet "
-            "split over two",
-            keys=("budgets",),
-            fix=f"budgets=null with {entry}, or leave {entry} out of families",
-        )
-    spec, total = stages(cfg)[entry], seconds(cfg.max_time)
-    first = total * spec["share"]
+    ``{ckpt}``. With ``budgets=`` the budget is the largest point: stage 1 has no budget points, stage 2 makes
+    those after stage 1's share, each on the entry's whole clock (stage 1's seconds plus its own)."""
+    spec, points = stages(cfg)[entry], budget_seconds(cfg)
+    total = points[-1] if points else seconds(cfg.max_time)
+    first = max(1, round(total * spec["share"]))  # whole seconds, as trainer.max_time holds them
     head = [f"seed={','.join(map(str, seeds))}", f"hydra.sweep.subdir={entry}-seed${{seed}}"]
     ckpt = f"{out / 'stages' / entry}-seed${{seed}}/checkpoints/last.ckpt"  # Hydra resolves ${seed} per job
-    one = [a for a in run_settings(cfg, out, max_time=hms(first)) if not a.startswith("hydra.sweep.")]
-    two = [a for a in run_settings(cfg, out, max_time=hms(total - first)) if not a.startswith("hydra.sweep.subdir")]
+    one = [a for a in run_settings(cfg, out, hms(first), points_from=None) if not a.startswith("hydra.sweep.")]
+    two = run_settings(cfg, out, hms(total - first), points_from=first)
+    two = [a for a in two if not a.startswith("hydra.sweep.subdir")]
     return (
         ["-m", f"model={spec['first']}", *head, f"hydra.sweep.dir={out / 'stages'}", *one],
         ["-m", f"model={spec['then']}", *head, *two, *(o.replace("{ckpt}", ckpt) for o in spec["overrides"])],
@@ -214,16 +210,18 @@ def _data_name(cfg: DictConfig) -> str:
     return names[0]
 
 
-def run_settings(cfg: DictConfig, out: Path, max_time: str | None = None) -> list[str]:
+def run_settings(cfg: DictConfig, out: Path, max_time: str | None = None, points_from: float | None = 0.0) -> list[str]:
     """Every override of the runs except the family and the seed: what makes two runs comparable. With
     ``budgets=``, one run per family and seed to the largest budget (its ``trainer.max_time``), evaluated and
-    saved at every point (`gensuite.callbacks.evaluation.BudgetPoints`). ``max_time``: a stage's own share."""
+    saved at every point (`gensuite.callbacks.evaluation.BudgetPoints`). ``max_time``: a stage's own share;
+    ``points_from``: the training seconds of the budget spent before the run (stage 1's), None for no points."""
     points = budget_seconds(cfg)
     budget = max_time or (hms(points[-1]) if points else cfg.max_time)
     with_points = [
         "+callbacks.budget_points._target_=gensuite.callbacks.evaluation.BudgetPoints",
         "+callbacks.budget_points.seconds=[" + ",".join(f"{p:g}" for p in points) + "]",
         "+callbacks.budget_points.output_dir=${paths.output_dir}",
+        *([f"+callbacks.budget_points.offset={points_from:g}"] if points_from else []),
     ]
     return [
         *data_overrides(cfg),
@@ -236,7 +234,7 @@ def run_settings(cfg: DictConfig, out: Path, max_time: str | None = None) -> lis
         f"paths.log_dir={out}",
         # the equal budget is wall-clock time: no epoch or step limit may stop a family first
         f"trainer.max_time={budget}",
-        *(with_points if points else []),
+        *(with_points if points and points_from is not None else []),
         "trainer.max_epochs=-1",
         "trainer.max_steps=-1",
         f"callbacks.evaluation.every_n_seconds={cfg.eval_every_n_seconds}",
@@ -296,7 +294,7 @@ def run_families(cfg: DictConfig, out: Path) -> tuple[Path, str]:
     the module's docstring)."""
     families, seeds = families_and_seeds(cfg)
     staged = {f: spec for f, spec in stages(cfg).items() if f in families}
-    settings = run_settings(cfg, out)
+    settings = run_settings(cfg, out) + ([f"jobs={parallel_jobs(cfg)}"] if parallel_jobs(cfg) > 1 else [])
     check_settings(out, settings + [f"stages.{f}={json.dumps(spec, sort_keys=True)}" for f, spec in staged.items()])
     commands = ["python -m gensuite train " + " ".join(train_args(cfg, out))] if set(families) - set(staged) else []
     for entry in staged:
@@ -305,7 +303,10 @@ def run_families(cfg: DictConfig, out: Path) -> tuple[Path, str]:
     done = len(families) * len(seeds) - sum(len(f) * len(s) for s, f in todo.items())
     if done:
         print(f"[gensuite] compare: {done} finished run(s) in {out / 'runs'} kept", flush=True)
-    for missing, group in todo.items():
+    jobs = parallel_jobs(cfg)
+    if jobs > 1:
+        _train_parallel(cfg, out, todo, staged, jobs)
+    for missing, group in todo.items() if jobs == 1 else ():
         multiruns = [train_args(cfg, out, group, list(missing))] if set(group) - set(staged) else []
         for entry in (f for f in group if f in staged):
             first = [s for s in missing if not _finished(stage1_folder(out, entry, s))]
@@ -318,6 +319,65 @@ def run_families(cfg: DictConfig, out: Path) -> tuple[Path, str]:
             if _finished(run_folder(out, entry, seed)):
                 mark_staged(out, entry, spec, seed)
     return out / "runs", " && ".join(commands)
+
+
+def parallel_jobs(cfg: DictConfig) -> int:
+    """``jobs=N``: how many runs train at once (each on its share of the cores); 1 by default."""
+    jobs = 1 if cfg.get("jobs") is None else cfg.get("jobs")
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
+        raise ConfigError(
+            f"jobs={jobs}: how many runs train at once", keys=("jobs",), fix="jobs=1, or jobs=2 on 2 cores"
+        )
+    return jobs
+
+
+def _train_parallel(cfg: DictConfig, out: Path, todo: dict, staged: dict, jobs: int) -> None:
+    """The missing runs, ``jobs`` at a time: one train.py per run (a staged entry's two stages in order, as one
+    job), each with ``cores // jobs`` threads, its output in ``<out>/jobs/<family>-seed<seed>.log``. Every run
+    trains on its own training clock; the runs beside it share the machine, the same for every family."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    queue = []
+    for missing, group in todo.items():
+        for seed in missing:
+            for family in group:
+                if family in staged:
+                    one, two = stage_args(cfg, out, family, [seed])
+                    args = ([] if _finished(stage1_folder(out, family, seed)) else [one]) + [two]
+                else:
+                    args = [train_args(cfg, out, [family], [seed])]
+                queue.append((f"{family}-seed{seed}", args))
+    queue.sort(key=lambda job: int(job[0].rpartition("-seed")[2]))  # seed by seed: every family early
+    threads = str(max(1, (os.cpu_count() or 1) // jobs))
+    env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+    (out / "jobs").mkdir(parents=True, exist_ok=True)
+
+    def one(job: tuple[str, list[list[str]]]) -> str | None:
+        name, multiruns = job
+        log = out / "jobs" / f"{name}.log"
+        print(f"[gensuite] compare: {name} started ({threads} thread(s); output in {log})", flush=True)
+        with log.open("a") as f:
+            for args in multiruns:
+                f.write(f"python -m gensuite train {' '.join(args)}\n")
+                f.flush()
+                code = subprocess.run([sys.executable, "-m", "gensuite", "train", *args], stdout=f, stderr=f, env=env)
+                if code.returncode != 0:
+                    print(f"[gensuite] compare: {name} failed (exit {code.returncode}); see {log}", flush=True)
+                    return name
+        print(f"[gensuite] compare: {name} finished", flush=True)
+        return None
+
+    print(f"[gensuite] compare: {len(queue)} run(s), {jobs} at a time; interrupted? the same command with "
+          f"out={out} continues", flush=True)  # fmt: skip
+    with ThreadPoolExecutor(jobs) as pool:
+        failed = [name for name in pool.map(one, queue) if name]
+    if failed:
+        raise DataError(
+            f"the comparison runs {', '.join(failed)} failed; their output is in {out / 'jobs'}; finished runs are in "
+            f"{out / 'runs'}",
+            fix=f"continue: the same compare.py command with out={out}; or the report on what finished: "
+            f"python compare.py runs={out / 'runs'}",
+        )
 
 
 def _finished(folder: Path) -> bool:

@@ -32,7 +32,7 @@ class Run:
         """This run as it stood at the budget point ``seconds``: its metrics there, with the run's own keys
         (family, data, seed) from ``metrics.json``."""
         own = {k: v for k, v in self.metrics.items() if k.startswith("run/")}
-        return Run(self.path, {**own, **self.budgets[seconds]}, self.config)
+        return Run(self.path, {**self.budgets[seconds], **own}, self.config)
 
     @property
     def family(self) -> str:

@@ -156,38 +156,44 @@ class Summary:
     # -- curves over the training clock (budget points) --------------------------------------------------------
     @property
     def budgets(self) -> list[float]:
-        """The budget points (training seconds) every run of the comparison was evaluated at."""
-        sets = [set(r.budgets) for r in self.runs]
-        return sorted(set.intersection(*sets)) if sets else []
+        """The budget points (training seconds) the comparison's runs were evaluated at: every point some run has
+        (a two-stage entry has none inside its stage 1; a family that lacks a point is absent there)."""
+        return sorted(set().union(*(r.budgets for r in self.runs)))
 
     def at(self, seconds: float) -> Summary:
-        """The comparison as it stood at the budget point ``seconds``."""
-        return Summary([r.at(seconds) for r in self.runs])
+        """The comparison as it stood at the budget point ``seconds``: the runs that have it."""
+        return Summary([r.at(seconds) for r in self.runs if seconds in r.budgets])
+
+    def family_budgets(self, family: str) -> list[float]:
+        """The budget points every run of ``family`` has."""
+        sets = [set(r.budgets) for r in self.groups.get(family, [])]
+        return sorted(set.intersection(*sets)) if sets else []
 
     def curve_columns(self) -> list[Column]:
-        """The headline metrics some run has at every budget point."""
-        if not self.budgets:
-            return []
-        first = self.at(self.budgets[0])
-        return [c for c in verdict_columns(self.headline) if any(c.key in r.metrics for r in first.runs)]
+        """The headline metrics some run has at some budget point."""
+        keys = {k for r in self.runs for m in r.budgets.values() for k in m}
+        return [c for c in verdict_columns(self.headline) if c.key in keys]
 
     def curve(self, family: str, key: str) -> dict[float, stats.Estimate | None]:
-        """Mean and 95 % band over seeds of ``key`` at every budget point."""
-        return {b: self.at(b).estimate(family, key) for b in self.budgets}
+        """Mean and 95 % band over seeds of ``key`` at every budget point the family has."""
+        return {b: self.at(b).estimate(family, key) for b in self.family_budgets(family)}
 
-    def per_seed(self, family: str, key: str) -> list[list[float]]:
-        """One curve per seed (the seeds that have ``key`` at every budget point)."""
-        rows = [[_number(r.budgets[b].get(key)) for b in self.budgets] for r in self.groups.get(family, [])]
+    def per_seed(self, family: str, key: str, points: list[float] | None = None) -> list[list[float]]:
+        """One curve per seed over ``points`` (default: the family's), the seeds that have ``key`` at each."""
+        points = self.family_budgets(family) if points is None else points
+        rows = [[_number(r.budgets[b].get(key)) for b in points] for r in self.groups.get(family, [])]
         return [row for row in rows if all(v is not None for v in row)]
 
     def crossings(self) -> list[tuple[Column, str, str, stats.Crossing]]:
-        """For every headline metric and pair of families: where their mean curves first cross."""
+        """For every headline metric and pair of families: where their mean curves first cross, over the budget
+        points both families have."""
         out = []
         for column in self.curve_columns():
             for a, b in combinations(self.families, 2):
-                ca, cb = self.per_seed(a, column.key), self.per_seed(b, column.key)
-                if ca and cb:
-                    out.append((column, a, b, stats.crossing(self.budgets, ca, cb)))
+                points = sorted(set(self.family_budgets(a)) & set(self.family_budgets(b)))
+                ca, cb = self.per_seed(a, column.key, points), self.per_seed(b, column.key, points)
+                if ca and cb and points:
+                    out.append((column, a, b, stats.crossing(points, ca, cb)))
         return out
 
     def budget_verdicts(self) -> dict[float, list[Verdict]]:
