@@ -358,6 +358,11 @@ def test_claims_and_crossings_over_the_budget_points(tmp_path):
     )
     md = build_report(runs, tmp_path / "report")["report.md"].read_text()
     assert "## Curves over the training clock" in md
+    # the answer first: the curves before the final budget's claims, and the best family at each budget
+    assert md.index("## Curves over the training clock") < md.index("## Common wisdom, measured")
+    assert "At the final budget (8 min of training)." in md
+    assert "- 1 min: vae 20.10 [" in md and "next diffusion 40.00 [" in md
+    assert "- 8 min: diffusion 5.00 [" in md and "(FID (classifier) ↓): significant" in md
     assert (
         "| diffusion | best quality, slow sampling | best quality | no from 1 min to 2 min, yes from 4 min (flips" in md
     )

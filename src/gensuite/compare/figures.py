@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gensuite.compare.columns import SAMPLING, family_color, fid
+from gensuite.compare.columns import SAMPLING, bounds, family_color, fid
 from gensuite.compare.runs import Run
 from gensuite.compare.summary import Summary
 from gensuite.record import TRAIN_SECONDS_KEY
@@ -176,11 +176,16 @@ def plot_curves(s: Summary, out: Path) -> Path | None:
     cols = min(3, len(columns))
     rows = -(-len(columns) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.3 * rows), squeeze=False)
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+    budgets = [b / 60 for b in s.budgets]
     for ax, column in zip(axes.flat, columns, strict=False):
+        drawn = []
         for family in s.families:
             curve = s.curve(family, column.key)
             if not curve or any(e is None for e in curve.values()):
                 continue
+            drawn += list(curve.values())
             minutes = [b / 60 for b in curve]  # a two-stage entry starts after its stage 1
             color = family_color(family)
             ax.plot(minutes, [e.mean for e in curve.values()], marker="o", ms=3, color=color, label=family)
@@ -188,8 +193,17 @@ def plot_curves(s: Summary, out: Path) -> Path | None:
                 lo, hi = zip(*(e.interval for e in curve.values()), strict=True)
                 ax.fill_between(minutes, lo, hi, color=color, alpha=0.15, lw=0)
         ax.set_xscale("log")
+        ax.xaxis.set_major_locator(FixedLocator(budgets))  # ticks at the budget points, as plain minutes
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_locator(NullLocator())
         ax.set_xlabel("training clock (min, log scale)")
-        ax.set_title(column.header, fontsize=9)
+        # an unbounded positive number spanning a decade (FID from 400 to 2) is read on a log axis; shares stay linear
+        ends = [x for e in drawn for x in (e.interval or (e.mean, e.mean))]
+        log_y = bounds(column.key) == (0.0, None) and ends and min(ends) > 0 and max(ends) / min(ends) >= 10
+        if log_y:
+            ax.set_yscale("log")
+            _plain_log_ticks(ax.yaxis, drawn)
+        ax.set_title(column.header + (", log scale" if log_y else ""), fontsize=9)
         ax.grid(alpha=0.3, which="both")
     for ax in list(axes.flat)[len(columns) :]:
         ax.axis("off")
