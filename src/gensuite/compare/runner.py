@@ -306,19 +306,26 @@ def run_families(cfg: DictConfig, out: Path) -> tuple[Path, str]:
     jobs = parallel_jobs(cfg)
     if jobs > 1:
         _train_parallel(cfg, out, todo, staged, jobs)
-    for missing, group in todo.items() if jobs == 1 else ():
-        multiruns = [train_args(cfg, out, group, list(missing))] if set(group) - set(staged) else []
-        for entry in (f for f in group if f in staged):
-            first = [s for s in missing if not _finished(stage1_folder(out, entry, s))]
-            multiruns += [stage_args(cfg, out, entry, first)[0]] if first else []
-            multiruns.append(stage_args(cfg, out, entry, list(missing))[1])
-        for args in multiruns:
-            _train(args, out)
+    else:
+        for missing, group in todo.items():
+            for args in multiruns(cfg, out, group, list(missing), staged):
+                _train(args, out)
     for entry, spec in staged.items():
         for seed in seeds:
             if _finished(run_folder(out, entry, seed)):
                 mark_staged(out, entry, spec, seed)
     return out / "runs", " && ".join(commands)
+
+
+def multiruns(cfg: DictConfig, out: Path, group: list[str], seeds: list[int], staged: dict) -> list[list[str]]:
+    """The train.py multiruns that make ``group`` x ``seeds``, in order: the plain families as one, and per staged
+    entry its stage 1 (for the seeds whose stage 1 has not finished) and then its stage 2."""
+    runs = [train_args(cfg, out, group, seeds)] if set(group) - set(staged) else []
+    for entry in (f for f in group if f in staged):
+        first = [s for s in seeds if not _finished(stage1_folder(out, entry, s))]
+        runs += [stage_args(cfg, out, entry, first)[0]] if first else []
+        runs.append(stage_args(cfg, out, entry, seeds)[1])
+    return runs
 
 
 def parallel_jobs(cfg: DictConfig) -> int:
@@ -337,16 +344,8 @@ def _train_parallel(cfg: DictConfig, out: Path, todo: dict, staged: dict, jobs: 
     trains on its own training clock; the runs beside it share the machine, the same for every family."""
     from concurrent.futures import ThreadPoolExecutor
 
-    queue = []
-    for missing, group in todo.items():
-        for seed in missing:
-            for family in group:
-                if family in staged:
-                    one, two = stage_args(cfg, out, family, [seed])
-                    args = ([] if _finished(stage1_folder(out, family, seed)) else [one]) + [two]
-                else:
-                    args = [train_args(cfg, out, [family], [seed])]
-                queue.append((f"{family}-seed{seed}", args))
+    queue = [(f"{family}-seed{seed}", multiruns(cfg, out, [family], [seed], staged))
+             for missing, group in todo.items() for seed in missing for family in group]  # fmt: skip
     queue.sort(key=lambda job: int(job[0].rpartition("-seed")[2]))  # seed by seed: every family early
     threads = str(max(1, (os.cpu_count() or 1) // jobs))
     env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
